@@ -1,0 +1,6 @@
+"""widelimit: infinite-width neural network kernels for PyTorch.
+
+NNGP and NTK kernels of composable architectures, empirical kernels of any
+``torch.nn.Module``, closed-form training dynamics, and parametrizations (muP).
+"""
+__version__ = "0.1.0"
