@@ -1,0 +1,34 @@
+"""Write neural-tangents 0.6.5 reference kernels to tests/data/nt_reference.npz.
+
+Run inside the peer environment (benchmarks/peers/setup creates .venv-peers):
+    .venv-peers/bin/python benchmarks/peers/make_reference.py
+The tests compare widelimit against these numbers (float64, 1e-6 relative);
+neural-tangents itself is not needed to run the tests.
+"""
+import os
+import sys
+
+import numpy as np
+
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+from neural_tangents import stax  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from architectures import ARCHITECTURES, inputs  # noqa: E402
+
+out = {}
+x1, x2 = inputs()
+out["x1"], out["x2"] = x1, x2
+for name, build in ARCHITECTURES.items():
+    _, _, kernel_fn = build(stax)
+    for tag, b in (("12", x2), ("11", None)):
+        k = kernel_fn(x1, b, ("nngp", "ntk"))
+        out[f"{name}/{tag}/nngp"] = np.asarray(k.nngp)
+        out[f"{name}/{tag}/ntk"] = np.asarray(k.ntk)
+    print(f"{name}: ok")
+path = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "nt_reference.npz")
+np.savez_compressed(path, **out)
+print("wrote", os.path.normpath(path))

@@ -1,0 +1,91 @@
+"""Input conversion and validation shared by every public function.
+
+NumPy arrays in give NumPy arrays out; torch tensors keep their dtype and device.
+Errors name the offending argument and say what was expected.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["as_input", "to_output", "check_positive", "parse_bytes"]
+
+
+def as_input(x: Any, name: str, *, min_ndim: int = 2) -> tuple[Tensor, bool]:
+    """Return ``(tensor, was_numpy)`` for a float array-like input ``x``.
+
+    Raises TypeError for non-float data and ValueError for NaN/inf or too few
+    dimensions (a batch axis and a feature axis are required).
+    """
+    was_numpy = isinstance(x, np.ndarray)
+    if was_numpy:
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"`{name}` must be a floating-point array, got dtype {x.dtype}; "
+                            f"convert it with `{name}.astype(np.float64)`.")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype}; "
+                        f"convert it with `{name}.double()` or `{name}.float()`.")
+    if x.ndim < min_ndim:
+        raise ValueError(f"`{name}` must have at least {min_ndim} dimensions (batch, features...), "
+                         f"got shape {tuple(x.shape)}.")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"`{name}` contains NaN or inf values.")
+    return x, was_numpy
+
+
+def to_output(x: Any, was_numpy: bool) -> Any:
+    """Convert a result back to NumPy when the input was NumPy."""
+    if not was_numpy or x is None:
+        return x
+    if isinstance(x, Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return type(x)(*(to_output(v, True) for v in x))
+    if isinstance(x, (tuple, list)):
+        return type(x)(to_output(v, True) for v in x)
+    return x
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False,
+                   allow_none: bool = False) -> None:
+    """Raise ValueError unless ``value`` (float or 0-d tensor) is > 0 (or >= 0)."""
+    if value is None:
+        if allow_none:
+            return
+        raise ValueError(f"`{name}` must be a number, got None.")
+    v = float(value.detach()) if isinstance(value, Tensor) else value
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise TypeError(f"`{name}` must be a number or a 0-d tensor, got {type(value).__name__}.")
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be finite and {bound}, got {v}.")
+
+
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: Any, name: str = "max_memory") -> int:
+    """Parse a memory budget such as ``4e9``, ``"4GB"`` or ``"512MiB"`` into bytes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"`{name}` must be positive, got {value}.")
+        return int(value)
+    if isinstance(value, str):
+        s = value.strip().lower().replace(" ", "")
+        for unit in sorted(_UNITS, key=len, reverse=True):
+            if s.endswith(unit):
+                try:
+                    n = float(s[: -len(unit)])
+                except ValueError:
+                    break
+                if n <= 0:
+                    break
+                return int(n * _UNITS[unit])
+    raise ValueError(f"`{name}` must be a positive number of bytes or a string like '4GB', got {value!r}.")

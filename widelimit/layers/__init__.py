@@ -1,0 +1,18 @@
+"""Layers with an infinite-width kernel rule and a finite torch module (``stax`` style)."""
+from widelimit.layers.base import Layer
+from widelimit.layers.combinators import (FanInConcat, FanInProd, FanInSum, FanOut, Identity,
+                                          parallel, repeat, serial)
+from widelimit.layers.dense import Dense
+from widelimit.layers.nonlinear import (ABRelu, Abs, Cos, Elementwise, Erf, Exp, ExpNormalized,
+                                        Gabor, Gaussian, Gelu, Hermite, LeakyRelu, Monomial,
+                                        Nonlinearity, Polynomial, Rbf, RectifiedMonomial, Relu, Sigmoid_like,
+                                        Sign, Silu, Sin, Softplus, Tanh)
+from widelimit.layers.normalization import Dropout, LayerNorm
+
+__all__ = [
+    "Layer", "serial", "parallel", "repeat", "FanOut", "FanInSum", "FanInProd", "FanInConcat",
+    "Identity", "Dense", "Nonlinearity", "ABRelu", "Abs", "Cos", "Elementwise", "Erf", "Exp",
+    "ExpNormalized", "Gabor", "Gaussian", "Gelu", "Hermite", "LeakyRelu", "Monomial", "Polynomial",
+    "Rbf", "RectifiedMonomial", "Relu", "Sigmoid_like", "Sign", "Silu", "Sin", "Softplus", "Tanh",
+    "Dropout", "LayerNorm",
+]

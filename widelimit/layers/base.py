@@ -1,0 +1,172 @@
+"""The layer abstraction: one object carries the kernel rule and the finite module.
+
+Every layer implements
+
+* ``apply_kernel(k)`` -- the infinite-width rule mapping a :class:`Kernel` (or a
+  list of them, for branching layers) to the next;
+* ``build()`` -- a fresh, randomly initialised ``torch.nn.Module`` of the finite
+  network with the same hyperparameters (lazy in its input size).
+
+``kernel_fn`` and ``module`` are shared here, so a new layer writes only its rule
+and its module (the neural-tangents ``(init_fn, apply_fn, kernel_fn)`` triple).
+"""
+from __future__ import annotations
+
+import copy
+from collections import namedtuple
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from widelimit._tensors import as_input, to_output
+from widelimit.kernels.state import Kernel, inputs_to_kernel
+
+KERNEL_NAMES = ("nngp", "ntk")
+Get = Union[None, str, Sequence[str]]
+
+
+def canonical_get(get: Get) -> Optional[tuple[str, ...]]:
+    if get is None:
+        return None
+    names = (get,) if isinstance(get, str) else tuple(get)
+    if not names:
+        raise ValueError(f"`get` must name at least one of {KERNEL_NAMES}, got {get!r}.")
+    for g in names:
+        if g not in KERNEL_NAMES:
+            raise ValueError(f"`get` must be one of {KERNEL_NAMES} (or a tuple of them), got {g!r}.")
+    return names
+
+
+def select(k: Kernel, get: Get):
+    """Pick ``get`` out of a Kernel: one tensor for a string, a namedtuple for a tuple."""
+    names = canonical_get(get)
+    if names is None:
+        return k
+
+    def one(name: str) -> Tensor:
+        value = getattr(k, name)
+        if value is None:
+            raise ValueError(f"The kernel '{name}' was not computed.")
+        return value.expand_as(k.nngp) if value.ndim == 0 else value
+
+    if isinstance(get, str):
+        return one(get)
+    return namedtuple("Kernels", names)(*(one(n) for n in names))
+
+
+def prepare_inputs(x1: Any, x2: Any) -> tuple[Tensor, Optional[Tensor], bool]:
+    """Validate ``x1``, ``x2``; promote to a common float dtype; return (x1, x2, was_numpy)."""
+    t1, was_numpy = as_input(x1, "x1")
+    if x2 is None:
+        return t1, None, was_numpy
+    t2, _ = as_input(x2, "x2")
+    if t1.shape[1:] != t2.shape[1:]:
+        raise ValueError(f"`x1` and `x2` must agree in every dimension but the batch one: "
+                         f"x1 has shape {tuple(t1.shape)}, x2 has shape {tuple(t2.shape)}.")
+    if t1.device != t2.device:
+        raise ValueError(f"`x1` is on {t1.device} and `x2` on {t2.device}; put them on one device.")
+    dtype = torch.promote_types(t1.dtype, t2.dtype)
+    return t1.to(dtype), t2.to(dtype), was_numpy
+
+
+class Layer:
+    """Base class of all layers: subclasses implement ``apply_kernel`` and ``build``."""
+
+    #: True when the rule needs full spatial covariances (pooling, flatten, attention)
+    needs_full_spatial: bool = False
+
+    # -- to implement -------------------------------------------------------------------
+    def apply_kernel(self, k):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def children(self) -> Sequence["Layer"]:
+        """Sub-layers (combinators override this)."""
+        return ()
+
+    # -- shared -----------------------------------------------------------------------
+    def walk(self) -> Iterator["Layer"]:
+        """All layers in forward order, depth first."""
+        yield self
+        for c in self.children():
+            yield from c.walk()
+
+    def requires_full_spatial(self) -> bool:
+        return any(layer.needs_full_spatial for layer in self.walk())
+
+    def kernel_fn(self, x1: Any, x2: Any = None, get: Get = None, *,
+                  diagonal_spatial: Optional[bool] = None):
+        """Infinite-width kernels of this architecture between ``x1`` and ``x2``.
+
+        Args:
+            x1: inputs (N1, d) or images (N1, C, *spatial), float tensor or ndarray.
+            x2: inputs (N2, ...) or None for ``x1`` against itself.
+            get: ``"nngp"``, ``"ntk"``, a tuple of them, or None for the :class:`Kernel`.
+            diagonal_spatial: force the cheap diagonal-spatial mode (True) or the full
+                spatial covariance (False); None chooses automatically.
+
+        Returns:
+            (N1, N2) tensors (NumPy arrays for NumPy input), a namedtuple for a tuple
+            ``get``, or the final :class:`Kernel` state when ``get`` is None.
+        """
+        canonical_get(get)
+        t1, t2, was_numpy = prepare_inputs(x1, x2)
+        if diagonal_spatial is None:
+            diagonal_spatial = not self.requires_full_spatial()
+        elif diagonal_spatial and self.requires_full_spatial():
+            raise ValueError("diagonal_spatial=True is impossible for this architecture: a layer "
+                             "in it (pooling, flatten or attention) needs full spatial covariances.")
+        k = inputs_to_kernel(t1, t2, diagonal_spatial=diagonal_spatial)
+        k = self.apply_kernel(k)
+        if isinstance(k, (list, tuple)):
+            out = [select(ki, get) for ki in k]
+            return to_output(out, was_numpy) if get is not None else out
+        return to_output(select(k, get), was_numpy) if get is not None else k
+
+    def module(self, input_shape: Optional[Sequence[int]] = None, *,
+               dtype: Optional[torch.dtype] = None, device: Any = None,
+               seed: Optional[int] = None) -> nn.Module:
+        """A freshly initialised finite ``torch.nn.Module`` of this architecture.
+
+        With ``input_shape`` (without the batch axis) the lazy parameters are
+        materialised by a dry run, so the module can be handed to an optimiser at once.
+        """
+        gen_state = None
+        if seed is not None:
+            gen_state = torch.random.get_rng_state()
+            torch.manual_seed(seed)
+        try:
+            m = self.build()
+            if dtype is not None or device is not None:
+                m = m.to(dtype=dtype, device=device)
+            if input_shape is not None:
+                x = torch.zeros((1, *input_shape), dtype=dtype or torch.get_default_dtype(),
+                                device=device)
+                with torch.no_grad():
+                    m(x)
+        finally:
+            if gen_state is not None:
+                torch.random.set_rng_state(gen_state)
+        return m
+
+    def copy(self, **changes) -> "Layer":
+        new = copy.copy(self)
+        for k, v in changes.items():
+            setattr(new, k, v)
+        return new
+
+    def map(self, fn) -> "Layer":
+        """A copy of the architecture with ``fn`` applied to every leaf layer."""
+        return fn(self)
+
+    def with_width(self, width: int) -> "Layer":
+        """The same architecture with every hidden width (all trainable layers but the
+        last one in forward order) set to ``width``."""
+        from widelimit.layers._width import replace_hidden_width
+        return replace_hidden_width(self, width)
+
+    def __repr__(self) -> str:
+        return type(self).__name__ + "()"

@@ -1,0 +1,206 @@
+"""Combinators: serial, parallel, FanOut, FanInSum/Prod/Concat, Identity, repeat.
+
+Branching follows ``neural_tangents.stax``: ``FanOut(n)`` turns one kernel (one
+tensor) into a list of n; ``parallel`` applies one layer per list element;
+``FanIn*`` merges the list back into one.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from widelimit.kernels.rules.branching import fan_in_concat_rule, fan_in_prod_rule, fan_in_sum_rule
+from widelimit.kernels.state import Kernel
+from widelimit.layers.base import Layer
+
+
+def _check_layers(layers: Sequence, who: str) -> tuple[Layer, ...]:
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{who}: argument {i} must be a widelimit layer, got {type(layer).__name__}.")
+    return tuple(layers)
+
+
+class Serial(Layer):
+    def __init__(self, *layers: Layer):
+        self.layers = _check_layers(layers, "serial")
+
+    def children(self):
+        return self.layers
+
+    def apply_kernel(self, k):
+        for layer in self.layers:
+            k = layer.apply_kernel(k)
+        return k
+
+    def build(self) -> nn.Module:
+        return nn.Sequential(*(layer.build() for layer in self.layers))
+
+    def map(self, fn):
+        return fn(Serial(*(layer.map(fn) for layer in self.layers)))
+
+    def __repr__(self):
+        return "serial(" + ", ".join(map(repr, self.layers)) + ")"
+
+
+def serial(*layers: Layer) -> Serial:
+    """Compose layers in sequence."""
+    return Serial(*layers)
+
+
+def repeat(layer: Layer, n: int) -> Serial:
+    """``serial(layer, layer, ..., layer)``, n times (independent weights in the finite net)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n` must be a positive integer, got {n!r}.")
+    return Serial(*([layer] * n))
+
+
+class ParallelModule(nn.Module):
+    def __init__(self, modules: Sequence[nn.Module]):
+        super().__init__()
+        self.branches = nn.ModuleList(modules)
+
+    def forward(self, xs):
+        if not isinstance(xs, (tuple, list)) or len(xs) != len(self.branches):
+            raise ValueError(f"parallel expects a tuple of {len(self.branches)} inputs (use FanOut "
+                             f"first), got {type(xs).__name__}.")
+        return tuple(m(x) for m, x in zip(self.branches, xs))
+
+
+class Parallel(Layer):
+    def __init__(self, *layers: Layer):
+        self.layers = _check_layers(layers, "parallel")
+
+    def children(self):
+        return self.layers
+
+    def apply_kernel(self, ks):
+        if not isinstance(ks, (list, tuple)) or len(ks) != len(self.layers):
+            raise ValueError(f"parallel of {len(self.layers)} layers needs {len(self.layers)} input "
+                             f"branches: put FanOut({len(self.layers)}) before it.")
+        return [layer.apply_kernel(k) for layer, k in zip(self.layers, ks)]
+
+    def build(self) -> nn.Module:
+        return ParallelModule([layer.build() for layer in self.layers])
+
+    def map(self, fn):
+        return fn(Parallel(*(layer.map(fn) for layer in self.layers)))
+
+    def __repr__(self):
+        return "parallel(" + ", ".join(map(repr, self.layers)) + ")"
+
+
+def parallel(*layers: Layer) -> Parallel:
+    """Apply the i-th layer to the i-th input branch."""
+    return Parallel(*layers)
+
+
+class FanOutModule(nn.Module):
+    def __init__(self, num: int):
+        super().__init__()
+        self.num = num
+
+    def forward(self, x):
+        return tuple([x] * self.num)
+
+
+class FanOut(Layer):
+    """Copy the input into ``num`` branches."""
+
+    def __init__(self, num: int):
+        if not isinstance(num, int) or num < 1:
+            raise ValueError(f"`num` must be a positive integer, got {num!r}.")
+        self.num = num
+
+    def apply_kernel(self, k: Kernel):
+        if isinstance(k, (list, tuple)):
+            raise ValueError("FanOut expects a single branch; merge branches with FanIn* first.")
+        return [k] * self.num
+
+    def build(self) -> nn.Module:
+        return FanOutModule(self.num)
+
+    def __repr__(self):
+        return f"FanOut({self.num})"
+
+
+class _FanInModule(nn.Module):
+    def __init__(self, op: str, axis: int = 1):
+        super().__init__()
+        self.op, self.axis = op, axis
+
+    def forward(self, xs):
+        if self.op == "sum":
+            return sum(xs[1:], xs[0])
+        if self.op == "prod":
+            out = xs[0]
+            for x in xs[1:]:
+                out = out * x
+            return out
+        return torch.cat(tuple(xs), dim=self.axis)
+
+
+class _FanIn(Layer):
+    op = ""
+
+    def apply_kernel(self, ks):
+        if not isinstance(ks, (list, tuple)):
+            raise ValueError(f"{type(self).__name__} merges branches: put FanOut and parallel before it.")
+        return self.rule(ks)
+
+    def build(self) -> nn.Module:
+        return _FanInModule(self.op)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class FanInSum(_FanIn):
+    """Sum the branches (e.g. a residual connection)."""
+    op = "sum"
+
+    def rule(self, ks):
+        return fan_in_sum_rule(ks)
+
+
+class FanInProd(_FanIn):
+    """Multiply the branches elementwise."""
+    op = "prod"
+
+    def rule(self, ks):
+        return fan_in_prod_rule(ks)
+
+
+class FanInConcat(_FanIn):
+    """Concatenate the branches along the channel axis (1 in PyTorch layout; -1 = last
+    axis is accepted for vector inputs, as in neural-tangents)."""
+    op = "concat"
+
+    def __init__(self, axis: int = 1):
+        if axis not in (1, -1):
+            raise ValueError(f"FanInConcat supports the channel axis only (axis=1, or -1 for "
+                             f"vectors), got axis={axis}.")
+        self.axis = axis
+
+    def rule(self, ks):
+        if self.axis == -1 and ks[0].n_spatial:
+            raise ValueError("FanInConcat(axis=-1) on images would concatenate a spatial axis; "
+                             "use axis=1 (channels in PyTorch layout).")
+        return fan_in_concat_rule(ks)
+
+    def build(self) -> nn.Module:
+        return _FanInModule("concat", self.axis)
+
+
+class Identity(Layer):
+    """Pass the input through unchanged."""
+
+    def apply_kernel(self, k):
+        return k
+
+    def build(self) -> nn.Module:
+        return nn.Identity()
+
+
