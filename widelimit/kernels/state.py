@@ -92,7 +92,9 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
     s = x1.ndim - 2
     if s == 0:
         nngp = (x1 @ xb.T) / c
-        cov1 = (x1 * x1).sum(1) / c
+        # x1 against itself: the diagonal *is* cov1, bit for bit, so that every later
+        # rule sees exactly collinear pairs there (angle 0) instead of rounding noise.
+        cov1 = torch.diagonal(nngp).clone() if x1_is_x2 else (x1 * x1).sum(1) / c
         cov2 = None if x1_is_x2 else (xb * xb).sum(1) / c
     elif diagonal_spatial:
         nngp = torch.einsum("ac...,bc...->ab...", x1, xb) / c

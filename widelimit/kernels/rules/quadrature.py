@@ -45,9 +45,13 @@ def autograd_derivative(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Te
         with torch.enable_grad():
             if x.requires_grad:
                 y = fn(x)
+                if not y.requires_grad:      # constant function
+                    return torch.zeros_like(x)
                 return torch.autograd.grad(y.sum(), x, create_graph=True)[0]
             xg = x.detach().requires_grad_(True)
             y = fn(xg)
+            if not y.requires_grad:
+                return torch.zeros_like(x)
             return torch.autograd.grad(y.sum(), xg)[0]
     return d
 

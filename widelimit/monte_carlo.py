@@ -1,0 +1,74 @@
+"""Monte Carlo estimates of NNGP and NTK kernels from real finite networks.
+
+Draws ``n_samples`` independently initialised finite networks from the same
+architecture description used by the analytic kernels (``net.module()``) and
+averages their empirical kernels:
+
+    NNGP_hat(x1, x2) = mean_s  f_s(x1) . f_s(x2) / n_out
+    NTK_hat(x1, x2)  = mean_s  J_s(x1) . J_s(x2)^T / n_out      (J: parameter Jacobian)
+
+The empirical kernels come from :mod:`widelimit.empirical` (no second copy here).
+Each entry's Monte Carlo error shrinks like 1/sqrt(width x n_samples); the
+per-sample kernels (``return_samples=True``) give its standard error.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from widelimit._tensors import to_output
+from widelimit.empirical import empirical_nngp, empirical_ntk
+from widelimit.layers.base import Get, Layer, canonical_get, prepare_inputs
+
+
+def monte_carlo_kernel_fn(net: Layer, n_samples: int, width: Optional[int] = None, seed: int = 0, *,
+                          implementation: str = "auto", trace_axes: Sequence[int] = (-1,),
+                          device: Any = None) -> Callable:
+    """Return ``kernel_fn(x1, x2=None, get=("nngp", "ntk"), return_samples=False)``.
+
+    Args:
+        net: a widelimit architecture (``widelimit.layers``).
+        n_samples: number of independently initialised networks.
+        width: if given, every hidden width is set to it (the readout keeps its size).
+        seed: network ``s`` is initialised with ``torch.manual_seed(seed + s)``.
+        implementation: empirical-NTK implementation (see ``widelimit.empirical``).
+        trace_axes: output axes averaged over (neural-tangents convention).
+    """
+    if not isinstance(net, Layer):
+        raise TypeError(f"`net` must be a widelimit layer (e.g. widelimit.layers.serial(...)), "
+                        f"got {type(net).__name__}.")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"`n_samples` must be a positive integer, got {n_samples!r}.")
+    arch = net if width is None else net.with_width(width)
+
+    def kernel_fn(x1: Any, x2: Any = None, get: Get = ("nngp", "ntk"), *,
+                  return_samples: bool = False):
+        names = canonical_get(get)
+        if names is None:
+            raise ValueError("`get` must name 'nngp' and/or 'ntk' for Monte Carlo kernels.")
+        t1, t2, was_numpy = prepare_inputs(x1, x2)
+        if device is not None:
+            t1 = t1.to(device)
+            t2 = None if t2 is None else t2.to(device)
+        samples: dict[str, list[Tensor]] = {n: [] for n in names}
+        for s in range(n_samples):
+            model = arch.module(input_shape=tuple(t1.shape[1:]), dtype=t1.dtype, device=t1.device,
+                                seed=seed + s)
+            if "nngp" in samples:
+                samples["nngp"].append(empirical_nngp(model, t1, t2, trace_axes=trace_axes).detach())
+            if "ntk" in samples:
+                samples["ntk"].append(empirical_ntk(model, t1, t2, trace_axes=trace_axes,
+                                                    implementation=implementation).detach())
+        stacked = {n: torch.stack(v) for n, v in samples.items()}
+        values = {n: (v if return_samples else v.mean(0)) for n, v in stacked.items()}
+        if isinstance(get, str):
+            return to_output(values[get], was_numpy)
+        return to_output(namedtuple("Kernels", names)(*(values[n] for n in names)), was_numpy)
+
+    return kernel_fn
+
+
+__all__ = ["monte_carlo_kernel_fn"]
