@@ -4,3 +4,5 @@ NNGP and NTK kernels of composable architectures, empirical kernels of any
 ``torch.nn.Module``, closed-form training dynamics, and parametrizations (muP).
 """
 __version__ = "0.1.0"
+
+from widelimit.empirical import empirical_ntk, empirical_nngp, empirical_kernel_fn, linearize, taylor_expand, NtkImplementation  # noqa: E402
