@@ -239,7 +239,9 @@ class Structured:
                         dense.append(G.sum(-1))
                     continue
                 if l.w:
-                    if self._materialize(l, n):
+                    if "mat" not in l.extra:  # decided once so that all blocks agree
+                        l.extra["mat"] = self._materialize(l, n)
+                    if l.extra["mat"]:
                         dense.append(torch.einsum("i...cp,idp->i...cd", G, u).reshape(
                             n, *out_shape, -1))
                     else:
