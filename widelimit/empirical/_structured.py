@@ -140,8 +140,15 @@ class Structured:
             if w or b:
                 layers.append(_Layer(name, m, kind, w, b))
 
+        theta = self.mf.theta
+
         def hook(mod, inp, out, layer):
             layer.calls += 1
+            # the module must use exactly the tensors we differentiate (not, e.g., copies
+            # swapped in by a nested functional_call, as in a linearised model)
+            if (layer.w and mod.weight is not theta[layer.w]) or (
+                    layer.b and mod.bias is not theta[layer.b]):
+                layer.calls += 1000
             layer.x_shape = tuple(inp[0].shape[1:]) if inp and isinstance(inp[0], Tensor) else ()
             layer.y_shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else ()
 

@@ -16,6 +16,10 @@ with ``D^k f[delta^k]`` computed by ``k`` nested forward-mode products
 (``torch.func.jvp``). The modules' parameters are a trainable copy of the model's,
 initialised at ``theta0``; ``theta0`` is kept as buffers. Like the empirical kernels, the
 expansion uses eval-mode semantics (batch norm running statistics, dropout off).
+
+Degree >= 2 relies on torch's forward-over-forward AD; note that in torch 2.x the nested
+jvp of ``layer_norm`` is wrong (checked against finite differences), so second and higher
+order terms of models with ``nn.LayerNorm`` are unreliable. Degree 1 is exact.
 """
 from __future__ import annotations
 
