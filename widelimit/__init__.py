@@ -7,3 +7,5 @@ __version__ = "0.1.0"
 
 from widelimit import layers  # noqa: E402
 from widelimit.kernels import Kernel  # noqa: E402
+from widelimit.empirical import empirical_ntk, empirical_nngp, empirical_kernel_fn, linearize, taylor_expand, NtkImplementation  # noqa: E402
+from widelimit.monte_carlo import monte_carlo_kernel_fn  # noqa: E402

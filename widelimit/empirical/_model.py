@@ -1,0 +1,163 @@
+"""Model plumbing shared by the empirical kernels: inputs, parameters, functional forward.
+
+Every empirical kernel evaluates the model *functionally*
+(``torch.func.functional_call``) with its buffers, in eval mode (batch norm uses its
+running statistics, dropout is off); the model's training flag is restored afterwards.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+__all__ = ["as_tensor", "eval_mode", "select_params", "ModelFn", "parse_memory"]
+
+
+def as_tensor(x: Any, name: str, model: nn.Module) -> tuple[Tensor, bool]:
+    """Return ``(tensor on the model's device, was_numpy)``; NumPy is cast to the model dtype."""
+    was_numpy = isinstance(x, np.ndarray)
+    ref = next(iter(model.parameters()), None)
+    if was_numpy:
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"`{name}` must be a floating-point array, got dtype {x.dtype}.")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        if ref is not None:
+            x = x.to(dtype=ref.dtype)
+    elif not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}.")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"`{name}` must have a non-empty leading batch axis (N, ...), "
+                         f"got shape {tuple(x.shape)}.")
+    if ref is not None and x.device != ref.device:
+        x = x.to(ref.device)
+    return x, was_numpy
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode and restore each one's own flag on exit."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def select_params(model: nn.Module, params: Sequence[str] | None) -> list[str]:
+    """Names of the parameters to differentiate (default: all with ``requires_grad``)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
+    named = dict(model.named_parameters())
+    if params is None:
+        names = [n for n, p in named.items() if p.requires_grad]
+        if not names:
+            raise ValueError("`model` has no trainable parameters (none with requires_grad=True); "
+                             "the empirical NTK is defined only with respect to parameters.")
+        return names
+    if isinstance(params, str):
+        params = [params]
+    names = list(params)
+    if not names:
+        raise ValueError("`params` must name at least one parameter, got an empty list.")
+    for n in names:
+        if not isinstance(n, str) or n not in named:
+            raise ValueError(f"`params` contains {n!r}, which is not a parameter of the model; "
+                             f"valid names (model.named_parameters()): {sorted(named)}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"`params` contains duplicate names: {names}.")
+    return names
+
+
+class ModelFn:
+    """``f(theta, x)``: the model as a pure function of the selected parameters.
+
+    Attributes:
+        names: the differentiated parameter names.
+        theta: ``{name: detached tensor}`` for those parameters (the point theta0).
+        frozen: every other parameter and buffer, passed unchanged.
+    """
+
+    def __init__(self, model: nn.Module, params: Sequence[str] | None = None,
+                 forward_kwargs: dict | None = None) -> None:
+        self.model = model
+        self.names = select_params(model, params)
+        named = dict(model.named_parameters())
+        self.theta = {n: named[n].detach() for n in self.names}
+        self.frozen = {n: p.detach() for n, p in named.items() if n not in self.theta}
+        self.frozen.update({n: b for n, b in model.named_buffers()})
+        self.kwargs = dict(forward_kwargs or {})
+
+    def __call__(self, theta: dict[str, Tensor], x: Tensor) -> Tensor:
+        out = functional_call(self.model, {**self.frozen, **theta}, (x,), self.kwargs,
+                              strict=False)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"the model must return a single tensor of shape (N, ...), "
+                            f"got {type(out).__name__}.")
+        return out
+
+    def single(self, theta: dict[str, Tensor], x: Tensor) -> Tensor:
+        """The model on one example ``x`` (no batch axis); output without batch axis."""
+        return self(theta, x.unsqueeze(0)).squeeze(0)
+
+    def check(self, x: Tensor, name: str) -> tuple[int, ...]:
+        """Run the model on ``x[:1]``; return the per-example output shape.
+
+        The model's own error on a bad input is re-raised as a ValueError with context.
+        """
+        try:
+            with torch.no_grad():
+                out = self(self.theta, x[:1])
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            if isinstance(e, TypeError) and "must return a single tensor" in str(e):
+                raise
+            raise ValueError(f"the model rejected `{name}` of shape {tuple(x.shape)} "
+                             f"(per-example shape {tuple(x.shape[1:])}): {e}") from e
+        if out.ndim < 1 or out.shape[0] != 1:
+            raise ValueError(f"the model must keep the batch axis: on `{name}`[:1] it returned "
+                             f"shape {tuple(out.shape)}, expected (1, ...).")
+        return tuple(out.shape[1:])
+
+    def param_count(self) -> int:
+        return sum(t.numel() for t in self.theta.values())
+
+
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_memory(value: Any, name: str = "max_memory") -> int:
+    """Parse a memory budget such as ``4e9``, ``"4GB"`` or ``"512MiB"`` into bytes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive number of bytes, got {value}.")
+        return int(value)
+    if isinstance(value, str):
+        s = value.strip().lower().replace(" ", "")
+        for unit in sorted(_UNITS, key=len, reverse=True):
+            if s.endswith(unit):
+                try:
+                    n = float(s[: -len(unit)])
+                except ValueError:
+                    break
+                if n > 0:
+                    return int(n * _UNITS[unit])
+                break
+    raise ValueError(f"`{name}` must be a positive number of bytes or a string like '2GB', "
+                     f"got {value!r}.")
+
+
+def forward_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` (torch's FlopCounterMode; 0 when unavailable)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            fn()
+        return int(counter.get_total_flops())
+    except Exception:  # pragma: no cover - flop counting is best effort
+        return 0
