@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from widelimit.kernels.state import Kernel
@@ -22,9 +23,9 @@ from widelimit.kernels.state import Kernel
 def affine(mat: Optional[Tensor], W_std, b_std) -> Optional[Tensor]:
     if mat is None:
         return None
-    out = (W_std * W_std) * mat
+    out = mat * (W_std * W_std)
     if b_std is not None:
-        out = out + b_std * b_std
+        out = out.add_(b_std * b_std) if not isinstance(b_std, Tensor) else out + b_std * b_std
     return out
 
 
@@ -35,7 +36,8 @@ def dense_rule(k: Kernel, W_std, b_std, parameterization: str, input_width: floa
     ntk = k.ntk
     if ntk is not None:
         if parameterization == "ntk":
-            ntk = nngp + (W_std * W_std) * ntk
+            ntk = (torch.add(nngp, ntk, alpha=W_std * W_std) if not isinstance(W_std, Tensor)
+                   and ntk.shape == nngp.shape else nngp + (W_std * W_std) * ntk)
         else:
             ntk = input_width * k.nngp + (W_std * W_std) * ntk
             if b_std is not None:

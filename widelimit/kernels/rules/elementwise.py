@@ -1,9 +1,27 @@
 """Apply a nonlinearity's dual to a whole kernel state (nngp, ntk, cov1, cov2)."""
 from __future__ import annotations
 
+import types
 from typing import Callable
 
+from widelimit.kernels import _compile
 from widelimit.kernels.state import Kernel, pair_variances, self_variances
+
+_FUSED: dict[Callable, Callable] = {}
+
+
+def _fused(dual: Callable) -> Callable:
+    """``(c, v1, v2, ntk) -> (T, T_dot * ntk)`` for one dual, with its own code object so
+    that ``torch.compile`` keeps one cache entry per nonlinearity."""
+    fn = _FUSED.get(dual)
+    if fn is None:
+        def nngp_ntk(c, v1, v2, ntk):
+            t, t_dot = dual(c, v1, v2, True)
+            return t, t_dot * ntk
+        code = nngp_ntk.__code__.replace(co_name=f"nngp_ntk_{len(_FUSED)}")
+        fn = _FUSED[dual] = types.FunctionType(code, nngp_ntk.__globals__, code.co_name,
+                                               None, nngp_ntk.__closure__)
+    return fn
 
 
 def elementwise_rule(k: Kernel, dual: Callable, name: str) -> Kernel:
@@ -14,8 +32,13 @@ def elementwise_rule(k: Kernel, dual: Callable, name: str) -> Kernel:
             f"(Dense or Conv) before it. Its input here is "
             f"{'the raw network input' if k.is_input else 'the output of a non-Gaussian layer'}.")
     v1, v2 = pair_variances(k)
-    nngp, t_dot = dual(k.nngp, v1, v2, k.ntk is not None)
-    ntk = None if k.ntk is None else t_dot * k.ntk
+    if k.ntk is None:
+        nngp, ntk = dual(k.nngp, v1, v2, False)[0], None
+    elif getattr(dual, "no_compile", False):
+        nngp, t_dot = dual(k.nngp, v1, v2, True)
+        ntk = t_dot * k.ntk
+    else:
+        nngp, ntk = _compile.run(_fused(dual), k.nngp, v1, v2, k.ntk)
     cov1 = dual(k.cov1, *self_variances(k, k.cov1), False)[0]
     cov2 = None if k.cov2 is None else dual(k.cov2, *self_variances(k, k.cov2), False)[0]
     return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)

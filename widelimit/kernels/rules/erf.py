@@ -14,6 +14,8 @@ Networks" (AAAI 2021), with Delta^2 = (1 + v1)(1 + v2) - c^2:
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Callable
 
 import torch
@@ -22,6 +24,7 @@ from torch import Tensor
 from widelimit.kernels.rules._math import PI, safe_sqrt
 
 
+@functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
 def erf_dual(a: float, b: float, c0: float) -> Callable:
     b2 = b * b
 

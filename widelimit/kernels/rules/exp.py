@@ -9,6 +9,8 @@ ExpNormalized (Shankar et al., "Neural Kernels Without Tangents", 2020, p. 6):
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Callable
 
 import torch
@@ -17,6 +19,7 @@ from torch import Tensor
 from widelimit.kernels.rules._math import safe_sqrt
 
 
+@functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
 def exp_dual(a: float, b: float) -> Callable:
     b2 = b * b
 
@@ -26,6 +29,7 @@ def exp_dual(a: float, b: float) -> Callable:
     return dual
 
 
+@functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
 def gaussian_dual(a: float, b: float) -> Callable:
     def dual(c: Tensor, v1: Tensor, v2: Tensor, want_dot: bool):
         det = safe_sqrt((1 - 2 * b * v1) * (1 - 2 * b * v2) - 4 * b * b * c * c)
@@ -35,6 +39,7 @@ def gaussian_dual(a: float, b: float) -> Callable:
     return dual
 
 
+@functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
 def exp_normalized_dual(gamma: float, shift: float, do_clip: bool) -> Callable:
     def dual(c: Tensor, v1: Tensor, v2: Tensor, want_dot: bool):
         sq = torch.sqrt(torch.clamp(v1 * v2, min=1e-30))

@@ -13,6 +13,8 @@ T = c^n, T_dot = n c^{n-1}.
 """
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Callable, Sequence
 
@@ -38,8 +40,9 @@ def _poly(cs: Sequence[float], v: Tensor) -> Tensor:
     return out
 
 
+@functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
 def polynomial_dual(coef: Sequence[float]) -> Callable:
-    rs = _r_coefficients([float(a) for a in coef])
+    rs = _r_coefficients(tuple(float(a) for a in coef))
 
     def dual(c: Tensor, v1: Tensor, v2: Tensor, want_dot: bool):
         t = torch.zeros_like(c * v1 * v2)
@@ -56,6 +59,7 @@ def polynomial_dual(coef: Sequence[float]) -> Callable:
     return dual
 
 
+@functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
 def hermite_dual(degree: int) -> Callable:
     def dual(c: Tensor, v1: Tensor, v2: Tensor, want_dot: bool):
         t = c ** degree

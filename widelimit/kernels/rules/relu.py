@@ -22,17 +22,24 @@ from torch import Tensor
 from widelimit.kernels.rules._math import PI, angle
 
 
+@functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
 def abrelu_dual(a: float, b: float) -> Callable:
+    f = (b - a) ** 2 / (2 * PI)
+    ab = a * b
+
     def dual(c: Tensor, v1: Tensor, v2: Tensor, want_dot: bool):
         theta, delta = angle(c, v1, v2)
-        f = (b - a) ** 2 / (2 * PI)
         pi_minus = PI - theta
-        t = f * (delta + pi_minus * c) + (a * b) * c
-        t_dot = f * pi_minus + a * b if want_dot else None
+        t = f * (delta + pi_minus * c)
+        t_dot = f * pi_minus if want_dot else None
+        if ab != 0:
+            t = t + ab * c
+            t_dot = None if t_dot is None else t_dot + ab
         return t, t_dot
     return dual
 
 
+@functools.lru_cache(maxsize=None)
 def sign_dual(c: Tensor, v1: Tensor, v2: Tensor, want_dot: bool):
     """E[sign(u) sign(v)] = 1 - 2 theta / pi; the derivative (a delta) contributes 0,
     as in neural-tangents."""
@@ -87,6 +94,7 @@ def _arccos_kernel(n: int, c: Tensor, v1: Tensor, v2: Tensor) -> Tensor:
     return sq ** n * j / (2 * PI)
 
 
+@functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
 def rectified_monomial_dual(degree: int) -> Callable:
     """phi(x) = 1{x >= 0} x^n; T_dot = n^2 E[relu^{n-1} relu^{n-1}] (0 for n = 0, as neural-tangents)."""
     def dual(c: Tensor, v1: Tensor, v2: Tensor, want_dot: bool):

@@ -9,6 +9,8 @@ Gabor phi(x) = exp(-x^2) sin(x): closed form as in neural-tangents' Gabor layer.
 """
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Callable
 
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor
 
 
+@functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
 def sin_dual(a: float, b: float, c0: float) -> Callable:
     b2 = b * b
     cos2c = math.cos(2 * c0)
@@ -30,6 +33,7 @@ def sin_dual(a: float, b: float, c0: float) -> Callable:
     return dual
 
 
+@functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
 def rbf_dual(gamma: float) -> Callable:
     def dual(c: Tensor, v1: Tensor, v2: Tensor, want_dot: bool):
         t = torch.exp(gamma * (2 * c - v1 - v2))
