@@ -168,6 +168,11 @@ def test_state_dict_and_torch_save_round_trip() -> None:
 def test_readout_zero_init_and_readout_layer() -> None:
     m = _pair(128, readout_zero_init=True)
     assert m[6].weight.abs().sum() == 0 and m[6].bias.abs().sum() == 0
+    with pytest.raises(ValueError, match="delta"):  # no width dims: output layer unknown
+        wl.parametrize(mlp(64), base=mlp(64), readout_zero_init=True)
+    torch.manual_seed(0)
+    m64 = wl.parametrize(mlp(64), base=mlp(64), delta=mlp(128), readout_zero_init=True)
+    assert m64[6].weight.abs().sum() == 0
     r = wl.Readout(8, 3, output_mult=2.0, readout_zero_init=True)
     assert r.weight.abs().sum() == 0
     r2 = wl.Readout(8, 3, output_mult=2.0)

@@ -169,8 +169,10 @@ def coord_check(
         for seed in range(seeds):
             torch.manual_seed(10_000 + seed)
             base = make_model(bw)
+            delta_model = make_model(widths[1] if widths[1] != bw else widths[-1])
             torch.manual_seed(seed)
-            model = parametrize(make_model(width), base=base, scheme=scheme, readout_zero_init=readout_zero_init)
+            model = parametrize(make_model(width), base=base, scheme=scheme, delta=delta_model,
+                                readout_zero_init=readout_zero_init)
             reg = get_registry(model)
             names = list(modules) if modules is not None else [
                 n for n, m in model.named_modules()

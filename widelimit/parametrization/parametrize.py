@@ -149,6 +149,13 @@ def parametrize(
             multipliers.append((mod, mult))
         reg.params[name] = info
     zero_mods = _readout_modules(infos, readout_zero_init)
+    if readout_zero_init and not zero_mods:
+        raise ValueError(
+            "readout_zero_init=True but no output layer (width fan-in, finite fan-out) was found: "
+            "the model has no width dimensions relative to base; pass delta= (a model of "
+            "another width) so the width dimensions are known, or use widelimit.Readout("
+            "..., readout_zero_init=True)"
+        )
     with torch.no_grad():
         for name, p in model.named_parameters():
             info = reg.params[name]
