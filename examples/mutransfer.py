@@ -12,7 +12,7 @@ Under muP the curves of all widths share their minimiser (and wider is
 better); under SP the optimum moves to smaller learning rates as width grows.
 
     python examples/mutransfer.py              # full sweep, several minutes on a CPU
-    python examples/mutransfer.py --quick      # a smaller sweep, under a minute
+    python examples/mutransfer.py --quick      # a smaller sweep, a few minutes
 """
 from __future__ import annotations
 
@@ -158,20 +158,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer widths and steps")
     ap.add_argument("--out", default="mutransfer.png")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is best on a busy CPU)")
+    ap.add_argument("--tf-widths", default=None, help="comma-separated transformer widths, e.g. 64,256,1024")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        mlp_w, tf_w, steps, grid = [64, 256, 1024], [64, 256], 60, [2.0 ** k for k in range(-12, -1)]
+        mlp_w, tf_w, steps, tf_steps = [64, 256, 1024], [64, 128], 60, 40
+        grid = [2.0 ** k for k in range(-12, -2)]
     else:
-        mlp_w, tf_w, steps = [64, 128, 256, 512, 1024, 2048], [64, 128, 256, 512, 1024], 200
+        mlp_w, tf_w, steps, tf_steps = [64, 128, 256, 512, 1024, 2048], [64, 128, 256, 512], 200, 100
         grid = [2.0 ** k for k in range(-14, 0)]
+    if args.tf_widths:
+        tf_w = [int(w) for w in args.tf_widths.split(",")]
     results, widths = {}, {"digits MLP": mlp_w, "transformer": tf_w}
     b, p = digits_batches(steps, 32)
     results["digits MLP"] = sweep("digits MLP", lambda w, s: make_mlp(w), mlp_w, grid, b, p, cls_loss)
-    b, p = copy_batches(steps, 32)
-    results["transformer"] = sweep("transformer", lambda w, s: Transformer(w, s), tf_w, grid, b, p, seq_loss)
+    b, p = copy_batches(tf_steps, 32, vocab=64, seq=32)
+    results["transformer"] = sweep("transformer", lambda w, s: Transformer(w, s, vocab=64, seq=32), tf_w, grid, b, p, seq_loss)
     plot(results, widths, grid, args.out)
 
 

@@ -64,3 +64,23 @@ def test_report_plot_and_validation(reports, tmp_path: Path) -> None:
         rep.slopes(kind="bogus")
     with pytest.raises(ValueError, match="increasing"):
         wl.coord_check(mlp, [128, 64], (torch.zeros(2, 16), torch.zeros(2, dtype=torch.long)))
+
+
+def test_transformer_coord_check() -> None:
+    """muP (with 1/d attention) keeps a small transformer's coordinates width
+    independent; SP with 1/sqrt(d) attention and the same base lr does not."""
+    from _param_models import TinyTransformer
+
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 16, (16, 8), generator=g)
+    data = (idx, torch.roll(idx, -1, 1))
+    widths = [32, 64, 128, 256]
+    mup = wl.coord_check(lambda w: TinyTransformer(w, scheme="mup", base_d_head=16), widths, data,
+                         steps=2, scheme="mup", lr=1e-2, readout_zero_init=True)
+    assert set(mup.layer_types.values()) == {"input", "hidden", "output", "LayerNorm"}
+    for layer, s in mup.slopes(step=2).items():
+        assert abs(s) < 0.15, (layer, s)  # 4 narrow widths: a looser band than the MLP's 0.1
+    sp = wl.coord_check(lambda w: TinyTransformer(w, scheme="sp"), widths, data,
+                        steps=2, scheme="sp", lr=1e-2, readout_zero_init=True)
+    sl = sp.slopes(step=2)
+    assert sl["head"] > 0.5 and sl["blocks.1.ff.2"] > 0.3, sl
