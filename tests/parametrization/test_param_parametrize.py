@@ -205,3 +205,18 @@ def test_attention_and_depth_scaling() -> None:
     with pytest.raises(ValueError, match="submodule"):
         wl.parametrize(TinyTransformer(64), base=TinyTransformer(16), depth=2, base_depth=2,
                        residual_branches=["nope"])
+
+
+def test_bad_depth_args_leave_model_untouched() -> None:
+    torch.manual_seed(0)
+    m = TinyTransformer(64)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(ValueError, match="submodule"):
+        wl.parametrize(m, base=TinyTransformer(16), depth=2, base_depth=1, residual_branches=["nope"])
+    with pytest.raises(ValueError, match="base_depth"):
+        wl.parametrize(m, base=TinyTransformer(16), depth=1, base_depth=2, residual_branches=["blocks.0.ff"])
+    with pytest.raises(TypeError, match="list"):
+        wl.parametrize(m, base=TinyTransformer(16), depth=2, base_depth=1, residual_branches="blocks.0.ff")
+    assert not wl.parametrization.is_parametrized(m)
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, before[k])

@@ -120,6 +120,7 @@ def parametrize(
             "checkpoint parametrize a fresh model and then call load_state_dict"
         )
     sch = get_scheme(scheme)
+    branches = _check_depth_args(model, depth, base_depth, residual_branches)
     dims = infer_dims(model, model if base is None else base, delta)
     owners = owner_modules(model)
     reg = Registry(scheme=sch)
@@ -166,22 +167,35 @@ def parametrize(
     for mod, mult in multipliers:
         mod.register_forward_pre_hook(_InputScale(mult))
     if residual_branches:
-        if depth is None or base_depth is None:
-            raise ValueError("residual_branches needs depth= and base_depth= (numbers of blocks)")
-        if depth < base_depth:
-            raise ValueError(f"depth {depth} is smaller than base_depth {base_depth}; use the shallow model as base")
-        mods = dict(model.named_modules())
-        reg.branch_multiplier = (base_depth / depth) ** 0.5
+        reg.branch_multiplier = (base_depth / depth) ** 0.5  # type: ignore[operator]
         for bname in residual_branches:
-            if bname not in mods:
-                raise ValueError(f"residual branch {bname!r} is not a submodule name of the model")
-            mods[bname].register_forward_hook(_OutputScale(reg.branch_multiplier))
+            branches[bname].register_forward_hook(_OutputScale(reg.branch_multiplier))
         reg.residual_branches = tuple(residual_branches)
-    elif depth is not None or base_depth is not None:
-        raise ValueError("depth scaling needs residual_branches=[names of the branch modules]")
     setattr(model, REGISTRY_ATTR, reg)
     index(model)
     return model
+
+
+def _check_depth_args(model: nn.Module, depth: int | None, base_depth: int | None,
+                      residual_branches: Sequence[str]) -> dict[str, nn.Module]:
+    """Validate the depth-scaling arguments before anything is modified."""
+    if isinstance(residual_branches, str):
+        raise TypeError("residual_branches must be a list of module names, not a string")
+    if not residual_branches:
+        if depth is not None or base_depth is not None:
+            raise ValueError("depth scaling needs residual_branches=[names of the branch modules]")
+        return {}
+    if depth is None or base_depth is None:
+        raise ValueError("residual_branches needs depth= and base_depth= (numbers of blocks)")
+    if base_depth <= 0 or depth < base_depth:
+        raise ValueError(f"need 0 < base_depth <= depth, got depth={depth}, base_depth={base_depth}; "
+                         "use the shallow model's depth as base_depth")
+    mods = dict(model.named_modules())
+    missing = [b for b in residual_branches if b not in mods]
+    if missing:
+        raise ValueError(f"residual branches {missing} are not submodule names of the model "
+                         "(see model.named_modules())")
+    return {b: mods[b] for b in residual_branches}
 
 
 def _readout_modules(infos: dict, zero_all_outputs: bool) -> list[nn.Module]:
