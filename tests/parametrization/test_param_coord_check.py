@@ -62,6 +62,10 @@ def test_report_plot_and_validation(reports, tmp_path: Path) -> None:
     assert path.stat().st_size > 1000
     with pytest.raises(ValueError, match="kind"):
         rep.slopes(kind="bogus")
+    x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    small = wl.coord_check(mlp, [64, 128], loader, steps=3, scheme="mup", optimizer="sgd", lr=0.1)
+    assert small.act["6"].shape == (2, 4) and small.meta["optimizer"] == "sgd"
     with pytest.raises(ValueError, match="increasing"):
         wl.coord_check(mlp, [128, 64], (torch.zeros(2, 16), torch.zeros(2, dtype=torch.long)))
 
