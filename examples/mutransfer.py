@@ -144,7 +144,8 @@ def plot(results: dict, widths: dict, grid, path: str) -> None:
             for i, w in enumerate(widths[task]):
                 ax.plot(np.log2(grid), tables[scheme][i], "o-", ms=3, color=colors[i], label=f"width {w}")
             finite = tables[scheme][np.isfinite(tables[scheme])]
-            ax.set_ylim(0.9 * finite.min(), min(finite.max(), 3 * np.median(finite)) * 1.05)
+            ax.set_yscale("log")
+            ax.set_ylim(max(0.8 * finite.min(), 1e-3), min(finite.max(), 5 * np.median(finite)) * 1.2)
             ax.set_title(f"{task}: {scheme.upper()}")
             ax.set_xlabel("log2 learning rate (Adam)")
             ax.set_ylabel("loss")
