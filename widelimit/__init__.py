@@ -9,3 +9,13 @@ from widelimit import layers  # noqa: E402
 from widelimit.kernels import Kernel  # noqa: E402
 from widelimit.empirical import empirical_ntk, empirical_nngp, empirical_kernel_fn, linearize, taylor_expand, NtkImplementation  # noqa: E402
 from widelimit.monte_carlo import monte_carlo_kernel_fn  # noqa: E402
+from widelimit.parametrization import (  # noqa: E402
+    Readout,
+    abc,
+    attention_scale,
+    coord_check,
+    get_registry,
+    param_groups,
+    parametrize,
+)
+from widelimit import optim  # noqa: E402
