@@ -1,0 +1,77 @@
+"""The protocol shared by ``wl_cases.py`` and ``nt_cases.py`` (standard library + NumPy only).
+
+    <python> benchmarks/peers/{wl,nt}_cases.py --cases NAME [NAME ...] [--quick] --dtype float32
+        --repeats 5 --budget-s 30 --threads 2 --outdir DIR
+
+For each case: one first call (includes torch.compile / jit compile time), then up to
+``--repeats`` warm calls (fewer if they would exceed ``--budget-s``); prints one JSON line
+per case (prefixed ``RESULT ``) with the median/min warm seconds, the first-call seconds,
+the process's peak RSS so far (``resource.getrusage``; run one case per process for a
+per-case figure) and the path of an .npz holding the result arrays for the agreement check.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+import traceback
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cases import all_cases  # noqa: E402
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6   # KiB on Linux
+
+
+def measure(fn, sync, repeats: int, budget_s: float) -> dict:
+    t = time.perf_counter()
+    out = sync(fn())
+    first = time.perf_counter() - t
+    n_warm = max(1, min(repeats, int(budget_s // max(first, 1e-9))))
+    times = []
+    for _ in range(n_warm):
+        t = time.perf_counter()
+        sync(fn())
+        times.append(time.perf_counter() - t)
+    return {"median_s": statistics.median(times), "min_s": min(times), "first_s": first,
+            "times": times, "out": out}
+
+
+def main(lib: str, prepare, sync, to_numpy, setup=None) -> None:
+    """prepare(case, dtype) -> zero-argument fn returning a dict of arrays (or raises
+    NotImplementedError(reason) when the library lacks a layer)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", nargs="+", required=True)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--budget-s", type=float, default=30.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--outdir", required=True)
+    args = ap.parse_args()
+    versions = setup(args) if setup else {}
+    cases = {c.name: c for c in all_cases(args.quick)}
+    rss_import = rss_gb()
+    for name in args.cases:
+        row = {"lib": lib, "case": name, "versions": versions, "rss_import_gb": rss_import}
+        try:
+            fn = prepare(cases[name], args.dtype)
+            m = measure(fn, sync, args.repeats, args.budget_s)
+            arrays = {k: to_numpy(v) for k, v in m.pop("out").items()}
+            path = os.path.join(args.outdir, f"{lib}_{name}.npz")
+            np.savez(path, **arrays)
+            row.update(m, npz=path, status="ok")
+        except NotImplementedError as e:
+            row.update(status="skipped", reason=str(e))
+        except Exception as e:  # report, keep going with the other cases
+            row.update(status="error", reason=f"{type(e).__name__}: {e}",
+                       traceback=traceback.format_exc()[-2000:])
+        row["peak_rss_gb"] = rss_gb()
+        print("RESULT " + json.dumps(row), flush=True)
