@@ -7,3 +7,4 @@ __version__ = "0.1.0"
 
 from widelimit import layers  # noqa: E402
 from widelimit.kernels import Kernel  # noqa: E402
+from widelimit import predict  # noqa: E402
