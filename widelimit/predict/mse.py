@@ -35,10 +35,13 @@ def check_trace_axes(trace_axes: Any) -> None:
                                   f"got {trace_axes!r}.")
 
 
-def _broadcast(x: Any, shape: tuple, like: Tensor, name: str) -> Tensor:
+def _broadcast(x: Any, shape: tuple, like: Tensor, name: str, flat: bool = False) -> Tensor:
+    """``x`` (number or array) broadcast to ``shape``; ``flat``: 1-D targets, (M,) -> (M, 1)."""
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         return torch.full(shape, float(x), dtype=like.dtype, device=like.device)
     t, _ = as_kernel_like(x, name)
+    if flat and t.ndim == 1:
+        t = t.unsqueeze(-1)
     try:
         return torch.broadcast_to(t.to(like.dtype), shape)
     except RuntimeError as e:
@@ -94,13 +97,13 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
             raise ValueError("`k_test_train` is required to predict on the test set "
                              "(`fx_test_0` was given).")
         times = as_times(t, k_dd.dtype)
-        f0 = None if fx_train_0 is None else _broadcast(fx_train_0, tuple(y.shape), k_dd, "fx_train_0")
+        f0 = None if fx_train_0 is None else _broadcast(fx_train_0, tuple(y.shape), k_dd, "fx_train_0", was_1d)
         k_td = None
         if fx_test_0 is not None:
             k_td, _ = as_kernel(k_test_train, "k_test_train")
             check_kernel_pair(k_td, k_dd.shape[0])
             k_td = k_td.to(k_dd.dtype)
-            g0 = _broadcast(fx_test_0, (k_td.shape[0], y.shape[1]), k_dd, "fx_test_0")
+            g0 = _broadcast(fx_test_0, (k_td.shape[0], y.shape[1]), k_dd, "fx_test_0", was_1d)
         if times is None:
             fx_train = y if f0 is not None else None
             fx_test = None

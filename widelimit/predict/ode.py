@@ -112,20 +112,20 @@ def gradient_descent(loss: Callable[[Tensor, Tensor], Tensor], k_train_train: An
         tt = tt * lr
         want_train = f0 is not None
         f0t = torch.zeros(shape_y, dtype=torch.float64) if f0 is None else \
-            _broadcast(f0, shape_y, k64, "fx_train_0")
+            _broadcast(f0, shape_y, k64, "fx_train_0", was_1d)
         parts = [f0t]
         k_td = None
         if fx_test_0 is not None:
             k_td, _ = as_kernel(k_test_train, "k_test_train")
             check_kernel_pair(k_td, k64.shape[0])
             k_td = k_td.detach().to(device="cpu", dtype=torch.float64)
-            parts.append(_broadcast(fx_test_0, (k_td.shape[0], shape_y[1]), k64, "fx_test_0"))
+            parts.append(_broadcast(fx_test_0, (k_td.shape[0], shape_y[1]), k64, "fx_test_0", was_1d))
         if momentum is not None:
             parts.append(torch.zeros(shape_y, dtype=torch.float64) if q0 is None else
-                         _broadcast(q0, shape_y, k64, "qx_train"))
+                         _broadcast(q0, shape_y, k64, "qx_train", was_1d))
             if k_td is not None:
                 parts.append(torch.zeros_like(parts[1]) if qt0 is None else
-                             _broadcast(qt0, tuple(parts[1].shape), k64, "qx_test"))
+                             _broadcast(qt0, tuple(parts[1].shape), k64, "qx_test", was_1d))
         sizes = [p.numel() for p in parts]
         shapes = [tuple(p.shape) for p in parts]
         n_f = 2 if k_td is not None else 1
