@@ -8,3 +8,4 @@ __version__ = "0.1.0"
 from widelimit import layers  # noqa: E402
 from widelimit.kernels import Kernel  # noqa: E402
 from widelimit import predict  # noqa: E402
+from widelimit.estimators import NTKRegressor, NTKClassifier  # noqa: E402
