@@ -9,3 +9,4 @@ from widelimit import layers  # noqa: E402
 from widelimit.kernels import Kernel  # noqa: E402
 from widelimit import predict  # noqa: E402
 from widelimit.estimators import NTKRegressor, NTKClassifier  # noqa: E402
+from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402
