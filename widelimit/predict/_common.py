@@ -168,6 +168,7 @@ class Factor:
         self._chol: Optional[Tensor] = None
         self._use_eig_solve = False
         self._warned = False
+        self.nngp_in_eigenbasis: Optional[Tensor] = None   # set by the NTK ensemble covariance
 
     @property
     def eps(self) -> float:

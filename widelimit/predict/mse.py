@@ -289,10 +289,12 @@ def _ensemble_cov(g: str, f: Factor, tt: Tensor, size: int, kd: dict, k_td: Any,
     if g == "nngp":
         ie2 = f.phi(2 * tt, size, kind="inv_expm1")
         return kt - torch.einsum("mi,ti,li->tml", a, -ie2, a)
-    b = a * (-ie).unsqueeze(1)                                         # (T, M, N) = Theta_xX V D
-    bv = b @ evecs.T                                                   # (T, M, N)
-    term2 = bv @ k_td.nngp.T                                           # (T, M, M)
-    return kt + bv @ kd["nngp"] @ bv.transpose(1, 2) - term2 - term2.transpose(1, 2)
+    ad = a * (-ie).unsqueeze(1)                                        # (T, M, N) = Theta_xX V D_t
+    m = getattr(f, "nngp_in_eigenbasis", None)                         # K_XX in the NTK eigenbasis,
+    if m is None:                                                      # cached on the factor
+        m = f.nngp_in_eigenbasis = evecs.T @ kd["nngp"] @ evecs
+    cross = ad @ (evecs.T @ k_td.nngp.T)                               # (T, M, M)
+    return kt + (ad @ m) @ ad.transpose(1, 2) - cross - cross.transpose(1, 2)
 
 
 def max_learning_rate(ntk_train_train: Any, y_train_size: Optional[int] = None,
