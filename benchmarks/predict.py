@@ -11,7 +11,7 @@ FC ReLU network of depth 3 (three hidden Dense(512) + ReLU, readout), d = 784 in
 * ``... + cov``: the same with ``compute_cov=True`` (needs the test-test NNGP too);
 * ``end-to-end t=inf``: a fresh predictor, kernels included.
 
-Usage: python benchmarks/predict.py [--n-train 2000] [--n-test 500] [--json PATH]
+Usage: python benchmarks/predict.py [--n-train 2000] [--n-test 500] [--threads N] [--json PATH]
 """
 from __future__ import annotations
 
@@ -52,8 +52,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--dim", type=int, default=784)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--json", default=None, help="write the results as JSON to this path")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.n_train, args.dim, generator=g, dtype=torch.float64)
     xt = torch.randn(args.n_test, args.dim, generator=g, dtype=torch.float64)

@@ -17,12 +17,29 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from widelimit.predict.mse import gradient_descent_mse_ensemble
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.preprocessing import LabelEncoder
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError:  # scikit-learn is optional: the estimators then explain how to get it
+    _HAVE_SKLEARN = False
+
+    class BaseEstimator:  # type: ignore[no-redef]
+        def __init__(self, *args, **kwargs):
+            raise ImportError(f"{type(self).__name__} needs scikit-learn: "
+                              f"pip install 'widelimit[sklearn]'.")
+
+    class ClassifierMixin:  # type: ignore[no-redef]
+        pass
+
+    class RegressorMixin:  # type: ignore[no-redef]
+        pass
+else:
+    _HAVE_SKLEARN = True
 
 __all__ = ["NTKRegressor", "NTKClassifier", "default_net"]
 
@@ -41,6 +58,8 @@ class _NTKBase(BaseEstimator):
     def __init__(self, net: Any = None, t: Optional[float] = None, diag_reg: float = 1e-4,
                  kernel: str = "ntk", learning_rate: float = 1.0,
                  diag_reg_absolute_scale: bool = False):
+        if not _HAVE_SKLEARN:
+            BaseEstimator.__init__(self)
         self.net = net
         self.t = t
         self.diag_reg = diag_reg
