@@ -220,7 +220,7 @@ class Factor:
         """
         evals, _, null = self.eigh()
         lam = torch.where(null, torch.zeros_like(evals), evals).unsqueeze(0)
-        tt = t.to(evals.dtype).reshape(-1, 1)
+        tt = t.to(device=evals.device, dtype=evals.dtype).reshape(-1, 1)
         x = -lam * torch.where(torch.isinf(tt), torch.ones_like(tt), tt) / normalization
         e = torch.where(torch.isinf(tt) & (lam > 0), torch.full_like(x, -1.0), torch.expm1(x))
         e = torch.where(null.unsqueeze(0), torch.zeros_like(e), e)

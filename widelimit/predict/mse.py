@@ -43,7 +43,7 @@ def _broadcast(x: Any, shape: tuple, like: Tensor, name: str, flat: bool = False
     if flat and t.ndim == 1:
         t = t.unsqueeze(-1)
     try:
-        return torch.broadcast_to(t.to(like.dtype), shape)
+        return torch.broadcast_to(t.to(device=like.device, dtype=like.dtype), shape)
     except RuntimeError as e:
         raise ValueError(f"`{name}` must broadcast to shape {shape}, got {tuple(t.shape)}.") from e
 
@@ -113,7 +113,7 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
             t_shape = None
         else:
             tt, t_shape = times
-            tt = tt * lr
+            tt = tt.to(k_dd.device) * lr
             _, evecs, _ = factor.eigh()
             rhs = -y if f0 is None else f0 - y
             coef = evecs.T @ rhs                                   # (N, K)
@@ -237,7 +237,7 @@ def gradient_descent_mse_ensemble(kernel_fn: Any, x_train: Any, y_train: Any,
                    for g, v in out.items()}
             return to_output(make_result(out, names, single), was_numpy)
         tt, t_shape = times
-        tt = tt * lr
+        tt = tt.to(kd[deps[0]].device) * lr
         out = {}
         size = y.numel()
         for g in names:

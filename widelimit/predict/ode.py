@@ -159,7 +159,8 @@ def gradient_descent(loss: Callable[[Tensor, Tensor], Tensor], k_train_train: An
             zs = np.repeat(z0[None], len(uniq), axis=0)
         zs = zs[inverse.reshape(-1)]
         cols = [torch.from_numpy(np.ascontiguousarray(zs[:, sum(sizes[:i]):sum(sizes[:i + 1])]))
-                .reshape((-1,) + shapes[i]).to(k_dd.dtype).reshape(t_shape + shapes[i])
+                .reshape((-1,) + shapes[i]).to(device=k_dd.device, dtype=k_dd.dtype)
+                .reshape(t_shape + shapes[i])
                 for i in range(len(parts))]
         if was_1d:
             cols = [c.squeeze(-1) for c in cols]
