@@ -100,3 +100,22 @@ def test_max_learning_rate_is_the_stability_edge(problem):
             f = f - factor * lr / n * kd @ (f - y)
         assert (not torch.isfinite(f).all() or f.abs().max() > 1e3) == diverges, factor
     assert lr == pytest.approx(2 * n / lam, rel=1e-9)
+
+
+def test_float32_and_numpy_kernel_fn(problem):
+    """float32 in, float32 out (1e-3 of float64); a kernel_fn returning NumPy works too."""
+    kd, ktd, y = problem["kd"].ntk, problem["ktd"].ntk, problem["y"]
+    fn64 = predict.gradient_descent_mse(kd, y, diag_reg=1e-3)
+    fn32 = predict.gradient_descent_mse(kd.float(), y.float(), diag_reg=1e-3)
+    for t in (None, [1.0, 10.0]):
+        a = fn32(t, 0.0, torch.zeros(6, 2), ktd.float())[1]
+        b = fn64(t, 0.0, torch.zeros(6, 2, dtype=torch.float64), ktd)[1]
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a.double(), b, rtol=1e-3, atol=1e-3 * b.abs().max().item())
+
+    def numpy_kernel_fn(x1, x2, get):
+        out = problem["net"].kernel_fn(np.asarray(x1), None if x2 is None else np.asarray(x2), get=get)
+        return out
+    ens = predict.gradient_descent_mse_ensemble(numpy_kernel_fn, problem["x"], y, diag_reg=1e-3)
+    ref = predict.gradient_descent_mse_ensemble(problem["net"], problem["x"], y, diag_reg=1e-3)
+    torch.testing.assert_close(ens(5.0, problem["xt"], "ntk"), ref(5.0, problem["xt"], "ntk"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Callable, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,18 +40,13 @@ def _broadcast(x: Any, shape: tuple, like: Tensor, name: str, flat: bool = False
     """``x`` (number or array) broadcast to ``shape``; ``flat``: 1-D targets, (M,) -> (M, 1)."""
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         return torch.full(shape, float(x), dtype=like.dtype, device=like.device)
-    t, _ = as_kernel_like(x, name)
+    t, _ = as_input(x, name, min_ndim=0)
     if flat and t.ndim == 1:
         t = t.unsqueeze(-1)
     try:
         return torch.broadcast_to(t.to(device=like.device, dtype=like.dtype), shape)
     except RuntimeError as e:
         raise ValueError(f"`{name}` must broadcast to shape {shape}, got {tuple(t.shape)}.") from e
-
-
-def as_kernel_like(x: Any, name: str) -> tuple[Tensor, bool]:
-    t, was_numpy = as_input(x, name, min_ndim=0)
-    return t, was_numpy
 
 
 def _out(x: Tensor, t_shape: Optional[tuple], was_1d: bool) -> Tensor:
@@ -194,9 +190,8 @@ def gradient_descent_mse_ensemble(kernel_fn: Any, x_train: Any, y_train: Any,
     def k_train(names: tuple[str, ...]) -> dict[str, Tensor]:
         missing = tuple(g for g in names if g not in cache)
         if missing:
-            out = kf(xt, None, get=missing, **kernel_fn_kwargs)
-            for g in missing:
-                cache[g] = getattr(out, g)
+            out = _pair(kf(xt, None, get=missing, **kernel_fn_kwargs), missing)
+            cache.update({g: getattr(out, g) for g in missing})
         return {g: cache[g] for g in names}
 
     @lru_cache(2)
@@ -206,8 +201,7 @@ def gradient_descent_mse_ensemble(kernel_fn: Any, x_train: Any, y_train: Any,
 
     @lru_cache(4)
     def inf_fn(names: tuple[str, ...]) -> Callable:
-        deps = tuple(g for g in ("nngp", "ntk") if g in names or "ntk" in names)
-        kd = k_train(deps)
+        kd = k_train(("nngp", "ntk") if "ntk" in names else ("nngp",))
         return gp_inference(_Pair(**kd), y, reg, absolute)
 
     def predict_fn(t: Any = None, x_test: Any = None, get: Any = None, compute_cov: bool = False,
@@ -225,9 +219,9 @@ def gradient_descent_mse_ensemble(kernel_fn: Any, x_train: Any, y_train: Any,
                 raise ValueError(f"`x_test` must have shape (M, {', '.join(map(str, xt.shape[1:]))}) "
                                  f"like x_train, got {tuple(xs.shape)}.")
             xs = xs.to(xt.dtype)
-            k_td = kf(xs, xt, get=deps, **kwargs)
+            k_td = _pair(kf(xs, xt, get=deps, **kwargs), deps)
             if compute_cov:
-                nngp_tt = kf(xs, None, get="nngp", **kwargs)
+                nngp_tt = _pair(kf(xs, None, get=("nngp",), **kwargs), ("nngp",)).nngp
         if times is None:
             fn = inf_fn(names)
             tt_arg = (True if x_test is None else nngp_tt) if compute_cov else None
@@ -265,6 +259,17 @@ def gradient_descent_mse_ensemble(kernel_fn: Any, x_train: Any, y_train: Any,
 class _Pair:
     def __init__(self, nngp: Optional[Tensor] = None, ntk: Optional[Tensor] = None):
         self.nngp, self.ntk = nngp, ntk
+
+
+def _pair(k: Any, names: tuple[str, ...]) -> _Pair:
+    """The ``names`` kernels of a kernel_fn result (namedtuple, Kernel, tensor) as tensors."""
+    vals = {}
+    for g in names:
+        v = k if isinstance(k, (Tensor, np.ndarray)) and len(names) == 1 else getattr(k, g, None)
+        if v is None:
+            raise ValueError(f"`kernel_fn` did not return the '{g}' kernel.")
+        vals[g] = torch.as_tensor(v)
+    return _Pair(**vals)
 
 
 def _sq(x: Tensor, was_1d: bool) -> Tensor:
