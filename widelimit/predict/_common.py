@@ -23,8 +23,8 @@ from torch import Tensor
 from widelimit._tensors import check_positive
 
 __all__ = ["Gaussian", "StudentT", "SingularKernelWarning", "Factor", "as_kernel", "as_targets",
-           "as_times", "check_kernel_pair", "check_diag_reg", "get_attr", "canonical_get",
-           "make_result"]
+           "as_times", "check_kernel_pair", "check_diag_reg", "check_learning_rate", "get_attr",
+           "canonical_get", "make_result"]
 
 GP_GETS = ("nngp", "ntk", "ntkgp")
 
@@ -229,11 +229,3 @@ class Factor:
         if bool(null.any()):
             self._warn(int(null.sum()))
         return e / torch.where(null, torch.ones_like(evals), evals).unsqueeze(0)
-
-
-def finite_or_raise(x: Tensor, what: str) -> Tensor:
-    if not bool(torch.isfinite(x).all()):
-        raise FloatingPointError(f"{what} is not finite; the kernel is too ill-conditioned in "
-                                 f"{x.dtype}. Use float64 or a larger diag_reg.")
-    return x
-

@@ -15,7 +15,7 @@ covariance of eqs. 14-16 of that paper.  Semantics follow ``neural_tangents.pred
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
