@@ -16,7 +16,13 @@ from scipy import stats
 import widelimit as wl
 from widelimit import layers as L
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 WIDTH, B = 512, 4.0
 SAMPLES = {"nngp": 64, "ntk": 16}   # an NNGP sample is a forward pass: cheap
 
@@ -48,8 +54,8 @@ ARCHS = {  # o: readout size (many outputs make the NNGP estimate sharp; the NTK
 @pytest.fixture(scope="module")
 def data():
     g = torch.Generator().manual_seed(7)
-    x1 = torch.randn(5, 6, generator=g)
-    x2 = torch.randn(3, 6, generator=g)
+    x1 = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    x2 = torch.randn(3, 6, generator=g, dtype=torch.float64)
     x2[0] = x1[0]
     return x1, x2
 

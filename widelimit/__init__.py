@@ -19,3 +19,6 @@ from widelimit.parametrization import (  # noqa: E402
     parametrize,
 )
 from widelimit import optim  # noqa: E402
+from widelimit import predict  # noqa: E402
+from widelimit.estimators import NTKRegressor, NTKClassifier  # noqa: E402
+from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402

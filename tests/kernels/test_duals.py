@@ -11,9 +11,16 @@ import torch
 from widelimit import layers as L
 from widelimit.kernels.rules.quadrature import quadrature_dual
 
-torch.set_default_dtype(torch.float64)
 
-RHO = torch.tensor([-1.0, -0.97, -0.5, 0.0, 0.2, 0.7, 0.999, 1 - 1e-12, 1.0])
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+RHO = torch.tensor([-1.0, -0.97, -0.5, 0.0, 0.2, 0.7, 0.999, 1 - 1e-12, 1.0], dtype=torch.float64)
 VARS = [(1.0, 1.0), (0.3, 2.2), (1.7, 0.6)]
 
 

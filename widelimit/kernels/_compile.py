@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-THRESHOLD = 1 << 22
+THRESHOLD = 1 << 20
 _MODES = ("auto", "on", "off")
 _state = {"mode": os.environ.get("WIDELIMIT_COMPILE", "auto").lower(), "failed": False}
 _cache: dict[Callable, Callable] = {}
