@@ -34,8 +34,8 @@ def measure(fn, sync, repeats: int, budget_s: float) -> dict:
     t = time.perf_counter()
     out = sync(fn())
     first = time.perf_counter() - t
-    n_warm = max(1, min(repeats, int(budget_s // max(first, 1e-9))))
-    times = []
+    n_warm = 0 if repeats == 0 else max(1, min(repeats, int(budget_s // max(first, 1e-9))))
+    times = [] if n_warm else [first]
     for _ in range(n_warm):
         t = time.perf_counter()
         sync(fn())
