@@ -92,6 +92,17 @@ def render(docs: list[dict]) -> str:
         for lib, m in (("widelimit", wl), ("NT", nt)):
             if m.get("status") not in ("ok", None):
                 notes.append(f"* `{name}` ({lib}): {m.get('reason', m.get('status'))}")
+    gram = {r["case"].split("_N")[1]: r for r in rows.values() if r["case"].startswith("gram_N")}
+    floor = []
+    for name, r in rows.items():
+        n = name.split("_N")[-1]
+        if name.startswith("fc") and n in gram and r["wl"].get("status") == "ok":
+            g = gram[n]["wl"]
+            if g.get("status") == "ok":
+                floor.append(f"{name}: {r['wl']['median_s'] / g['median_s']:.1f}x")
+    if floor:
+        out += ["", "widelimit FC kernel time / its Gram matrix `x @ x.T` time (goal: <= 2x): "
+                + ", ".join(floor) + "."]
     if notes:
         out += ["", *notes]
     out += ["", "Reproduce: `benchmarks/peers/setup && .venv/bin/python benchmarks/compare.py "
