@@ -22,7 +22,7 @@ def test_fused_matches_eager(compile_on, param):
     x2 = torch.randn(30, 12, dtype=torch.float64)
     net = L.serial(L.Dense(64, W_std=1.4, b_std=0.1, parameterization=param), L.Relu(),
                    L.Dense(64, W_std=1.3, b_std=None, parameterization=param), L.Relu(),
-                   L.LayerNorm(), L.Erf(),
+                   L.Dense(64, W_std=1.2, b_std=0.3, parameterization=param), L.LayerNorm(), L.Erf(),
                    L.Dense(1, W_std=1.1, b_std=0.1, parameterization=param))
     fused = net.kernel_fn(x, x2, get=("nngp", "ntk"))
     _compile.set_compile("off")
