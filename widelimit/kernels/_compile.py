@@ -37,13 +37,19 @@ def get_compile() -> str:
     return _state["mode"]
 
 
+def will_compile(*tensors) -> bool:
+    """Whether :func:`run` would compile for these arguments."""
+    mode = _state["mode"]
+    if _state["failed"] or mode == "off":
+        return False
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return False
+    return mode == "on" or max(t.numel() for t in tensors if t is not None) >= THRESHOLD
+
+
 def run(fn: Callable, *tensors):
     """``fn(*tensors)``, compiled when the mode and the sizes say it pays off."""
-    mode = _state["mode"]
-    use = mode == "on" or (mode == "auto" and max(t.numel() for t in tensors if t is not None) >= THRESHOLD)
-    if use and torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        use = False
-    if not use or _state["failed"]:
+    if not will_compile(*tensors):
         return fn(*tensors)
     compiled = _cache.get(fn)
     if compiled is None:

@@ -11,9 +11,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from widelimit.kernels.rules.fused import fused_dense_elementwise
 from widelimit.kernels.rules.branching import fan_in_concat_rule, fan_in_prod_rule, fan_in_sum_rule
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
+from widelimit.layers.dense import Dense
+from widelimit.layers.nonlinear import Nonlinearity
 
 
 def _check_layers(layers: Sequence, who: str) -> tuple[Layer, ...]:
@@ -31,8 +34,17 @@ class Serial(Layer):
         return self.layers
 
     def apply_kernel(self, k):
-        for layer in self.layers:
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if isinstance(k, Kernel) and isinstance(layer, Dense) and isinstance(nxt, Nonlinearity):
+                fused = fused_dense_elementwise(k, layer, nxt)   # one compiled pass, if it applies
+                if fused is not None:
+                    k, i = fused, i + 2
+                    continue
             k = layer.apply_kernel(k)
+            i += 1
         return k
 
     def build(self) -> nn.Module:

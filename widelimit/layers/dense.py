@@ -103,13 +103,16 @@ class Dense(Layer):
         self.parameterization = check_affine_args(W_std, b_std, parameterization, s)
         self.out_dim, self.W_std, self.b_std, self.s = out_dim, W_std, b_std, tuple(s)
 
-    def apply_kernel(self, k: Kernel) -> Kernel:
+    def apply_kernel(self, k: Kernel, pair: bool = True) -> Kernel:
         if k.n_spatial:
             raise ValueError(f"Dense acts on vectors; got inputs of shape {k.shape1} (use Flatten or "
                              "GlobalAvgPool first, or a 1x1 Conv).")
         width = self.out_dim * (self.s[1] if self.parameterization == "standard" else 1)
         return dense_rule(k, self.W_std, self.b_std, self.parameterization,
-                          k.shape1[1] / self.s[0], (k.shape1[0], width), (k.shape2[0], width))
+                          k.shape1[1] / self.s[0], (k.shape1[0], width), (k.shape2[0], width), pair)
+
+    def input_width(self, k: Kernel) -> float:
+        return k.shape1[1] / self.s[0]
 
     def build(self) -> nn.Module:
         return DenseModule(self.out_dim, _float(self.W_std), _float(self.b_std),

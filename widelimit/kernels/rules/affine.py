@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from widelimit.kernels.state import Kernel
@@ -29,22 +28,32 @@ def affine(mat: Optional[Tensor], W_std, b_std) -> Optional[Tensor]:
     return out
 
 
+def dense_pair(nngp: Tensor, ntk: Optional[Tensor], w2, b2, input_width, ntk_param: bool,
+               bias: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """The (nngp, ntk) update of a Dense layer; ``w2 = W_std^2``, ``b2 = b_std^2`` (0 without bias)."""
+    new = nngp * w2 + b2
+    if ntk is None:
+        return new, None
+    if ntk_param:
+        return new, new + w2 * ntk
+    out = input_width * nngp + w2 * ntk
+    return new, (out + 1.0 if bias else out)
+
+
 def dense_rule(k: Kernel, W_std, b_std, parameterization: str, input_width: float,
-               out_shape1: tuple, out_shape2: tuple) -> Kernel:
-    """Kernel after a random affine layer; ``input_width`` = n / s0 (standard only)."""
-    nngp = affine(k.nngp, W_std, b_std)
-    ntk = k.ntk
-    if ntk is not None:
-        if parameterization == "ntk":
-            ntk = (torch.add(nngp, ntk, alpha=W_std * W_std) if not isinstance(W_std, Tensor)
-                   and ntk.shape == nngp.shape else nngp + (W_std * W_std) * ntk)
-        else:
-            ntk = input_width * k.nngp + (W_std * W_std) * ntk
-            if b_std is not None:
-                ntk = ntk + 1.0
+               out_shape1: tuple, out_shape2: tuple, pair: bool = True) -> Kernel:
+    """Kernel after a random affine layer; ``input_width`` = n / s0 (standard only).
+
+    With ``pair=False`` only the variances, shapes and flags are updated (a fused
+    rule computes nngp and ntk itself, with :func:`dense_pair`).
+    """
+    nngp, ntk = k.nngp, k.ntk
+    if pair:
+        nngp, ntk = dense_pair(k.nngp, k.ntk, W_std * W_std, 0.0 if b_std is None else b_std * b_std,
+                               input_width, parameterization == "ntk", b_std is not None)
     return k.replace(nngp=nngp, ntk=ntk, cov1=affine(k.cov1, W_std, b_std),
                      cov2=affine(k.cov2, W_std, b_std), is_gaussian=True, is_input=False,
                      shape1=out_shape1, shape2=out_shape2)
 
 
-__all__ = ["affine", "dense_rule"]
+__all__ = ["affine", "dense_pair", "dense_rule"]

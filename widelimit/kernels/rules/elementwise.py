@@ -10,6 +10,13 @@ from widelimit.kernels.state import Kernel, pair_variances, self_variances
 _FUSED: dict[Callable, Callable] = {}
 
 
+def unique_code(fn: Callable, name: str) -> Callable:
+    """A copy of ``fn`` with its own code object: ``torch.compile`` caches per code object,
+    so each nonlinearity gets its own cache entry instead of sharing a recompile limit."""
+    code = fn.__code__.replace(co_name=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+
 def _fused(dual: Callable) -> Callable:
     """``(c, v1, v2, ntk) -> (T, T_dot * ntk)`` for one dual, with its own code object so
     that ``torch.compile`` keeps one cache entry per nonlinearity."""
@@ -18,21 +25,24 @@ def _fused(dual: Callable) -> Callable:
         def nngp_ntk(c, v1, v2, ntk):
             t, t_dot = dual(c, v1, v2, True)
             return t, t_dot * ntk
-        code = nngp_ntk.__code__.replace(co_name=f"nngp_ntk_{len(_FUSED)}")
-        fn = _FUSED[dual] = types.FunctionType(code, nngp_ntk.__globals__, code.co_name,
-                                               None, nngp_ntk.__closure__)
+        fn = _FUSED[dual] = unique_code(nngp_ntk, f"nngp_ntk_{len(_FUSED)}")
     return fn
 
 
-def elementwise_rule(k: Kernel, dual: Callable, name: str) -> Kernel:
-    """T = dual(nngp), ntk' = T_dot * ntk, and the variances through the same dual."""
+def elementwise_rule(k: Kernel, dual: Callable, name: str, pair: bool = True) -> Kernel:
+    """T = dual(nngp), ntk' = T_dot * ntk, and the variances through the same dual.
+
+    With ``pair=False`` only the variances and flags are updated (see ``fused.py``).
+    """
     if not k.is_gaussian:
         raise ValueError(
             f"{name} needs Gaussian pre-activations: put a random affine layer "
             f"(Dense or Conv) before it. Its input here is "
             f"{'the raw network input' if k.is_input else 'the output of a non-Gaussian layer'}.")
     v1, v2 = pair_variances(k)
-    if k.ntk is None:
+    if not pair:
+        nngp, ntk = k.nngp, k.ntk
+    elif k.ntk is None:
         nngp, ntk = dual(k.nngp, v1, v2, False)[0], None
     elif getattr(dual, "no_compile", False):
         nngp, t_dot = dual(k.nngp, v1, v2, True)
