@@ -186,7 +186,7 @@ def test_auto_prefers_structured_for_wide_mlp():
     x = _x((30,), 20, 16)
     mf = ModelFn(model)
     axes = OutAxes.make((4,), (-1,), ())
-    pick = _choose(mf, axes, x, 20, 2**30, Structured(mf, axes, x))
+    pick = _choose(mf, axes, x, 20, Structured(mf, axes, x))
     assert pick is wl.NtkImplementation.STRUCTURED
 
 
