@@ -18,6 +18,7 @@ limit turns a very slow one into "timeout". Seconds: a warm-up call on 2 example
     python benchmarks/empirical.py            # full table
     python benchmarks/empirical.py --quick    # small smoke version
     python benchmarks/empirical.py --json out.json
+    python benchmarks/empirical.py --peer-python /path/to/nt-venv/bin/python   # + neural-tangents
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = ["jacobian_contraction", "ntk_vector_products", "structured", "auto"]
 TUTORIAL = ["tutorial_jacobian_contraction", "tutorial_ntk_vps"]
+PEER = "neural_tangents_structured"
 
 
 # ---------------------------------------------------------------- models (worker side)
@@ -152,7 +154,7 @@ def worker(case: str, method: str, quick: bool, out_path: str) -> None:
 
     run(x[:2])  # warm-up: imports and lazy initialisation
     times, k = [], None
-    for _ in range(3):
+    for _ in range(7):
         t0 = time.perf_counter()
         k = run(x)
         times.append(time.perf_counter() - t0)
@@ -165,6 +167,41 @@ def worker(case: str, method: str, quick: bool, out_path: str) -> None:
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": statistics.median(times), "peak_rss_gb": rss_kb / 2**20,
                       "params": sum(p.numel() for p in net.parameters())}))
+
+
+def nt_worker(case: str, quick: bool) -> None:
+    """neural-tangents' structured derivatives on the same MLP case (run with --peer-python).
+
+    Uses only neural-tangents' public API (stax + empirical_ntk_fn), jit-compiled; the first
+    call (compilation) is excluded, as in ../shared/PEER-BASELINE.md.
+    """
+    import resource
+
+    import jax
+    import neural_tangents as nt
+    from neural_tangents import stax
+
+    spec = CASES[case]
+    if not case.startswith("mlp"):
+        raise SystemExit("neural-tangents peer runs only the MLP cases here")
+    w = 64 if quick else 512
+    init_fn, apply_fn, _ = stax.serial(stax.Flatten(), stax.Dense(w), stax.Relu(), stax.Dense(w),
+                                       stax.Relu(), stax.Dense(10))
+    n = spec["n_quick"] if quick else spec["n"]
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (n, 28, 28, 1))
+    _, params = init_fn(key, x.shape)
+    fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,) if spec["trace"] else (),
+                                     vmap_axes=0,
+                                     implementation=nt.NtkImplementation.STRUCTURED_DERIVATIVES))
+    fn(x, None, params).block_until_ready()  # compile
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        fn(x, None, params).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": statistics.median(times), "peak_rss_gb": rss_kb / 2**20}))
 
 
 def _limit_memory(gb: float):
@@ -184,8 +221,15 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per run")
     ap.add_argument("--mem-limit-gb", type=float, default=14.0,
                     help="address-space limit per run (an OOM is reported, not swapped)")
+    ap.add_argument("--peer-python", metavar="PYTHON",
+                    help="an interpreter with neural-tangents 0.6.5 (see ../shared/PEER-BASELINE.md):"
+                         " adds its structured derivatives on the MLP cases, in the same run")
     ap.add_argument("--worker", nargs=3, metavar=("CASE", "METHOD", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--nt-worker", metavar="CASE", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.nt_worker:
+        nt_worker(args.nt_worker, args.quick)
+        return
     if args.worker:
         worker(args.worker[0], args.worker[1], args.quick, args.worker[2])
         return
@@ -195,9 +239,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
             ref = None
-            for method in args.methods:
+            methods = list(args.methods)
+            if args.peer_python and case.startswith("mlp"):
+                methods.append(PEER)
+            for method in methods:
                 out = os.path.join(tmp, f"{case}-{method}.npy")
                 cmd = [sys.executable, os.path.abspath(__file__), "--worker", case, method, out]
+                if method == PEER:
+                    cmd = [args.peer_python, os.path.abspath(__file__), "--nt-worker", case]
                 if args.quick:
                     cmd.append("--quick")
                 row = {"case": case, "method": method}
@@ -206,6 +255,10 @@ def main() -> None:
                                        preexec_fn=_limit_memory(args.mem_limit_gb))
                     if p.returncode == 0:
                         row.update(json.loads(p.stdout.strip().splitlines()[-1]))
+                        if method == PEER:
+                            rows.append(row)
+                            _print_row(row)
+                            continue
                         k = np.load(out)
                         if ref is None and method == "structured":
                             ref = k
@@ -251,12 +304,22 @@ def _print_table(rows: list[dict]) -> None:
         tut = [r["seconds"] for r in rows if r["case"] == case and r["method"] in TUTORIAL
                and "seconds" in r]
         if not tut:
+            if any(r["case"] == case and r["method"] in TUTORIAL for r in rows):
+                print(f"{case}: every tutorial recipe failed (OOM or timeout)")
             continue
         best = min(tut)
         for r in rows:
             if r["case"] == case and r["method"] in OURS and "seconds" in r:
                 print(f"{case}: {r['method']} is {best / r['seconds']:.1f}x faster than the best "
                       f"tutorial recipe ({best:.3f} s)")
+    for case in dict.fromkeys(r["case"] for r in rows):
+        peer = [r["seconds"] for r in rows if r["case"] == case and r["method"] == PEER
+                and "seconds" in r]
+        for r in rows:
+            if peer and r["case"] == case and r["method"] in ("structured", "auto") \
+                    and "seconds" in r:
+                print(f"{case}: {r['method']} takes {r['seconds'] / peer[0]:.1f}x the time of "
+                      f"neural-tangents' structured derivatives ({peer[0]:.3f} s)")
 
 
 if __name__ == "__main__":
