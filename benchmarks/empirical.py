@@ -2,7 +2,8 @@
 
 Cases (float32, CPU):
   * MLP 784-512-512-10, N=200, output axis traced (200, 200) and untraced (200, 200, 10, 10);
-  * a small ResNet-18-like conv net (about 11.2 M parameters, 32x32x3 inputs, N=32), traced.
+  * a small ResNet-18-like conv net (about 11.2 M parameters, 32x32x3 inputs, N=32), traced
+    (and N=8, where Jacobian contraction fits in memory, to compare memory).
 
 Methods: widelimit ``jacobian_contraction``, ``ntk_vector_products``, ``structured``, ``auto``
 and the two recipes of the torch.func "Neural Tangent Kernels" tutorial, written as there:
@@ -82,6 +83,8 @@ CASES = {
     "mlp_traced": dict(model=_mlp, shape=(1, 28, 28), n=200, n_quick=40, trace=True),
     "mlp_untraced": dict(model=_mlp, shape=(1, 28, 28), n=200, n_quick=40, trace=False),
     "resnet_traced": dict(model=_resnet, shape=(3, 32, 32), n=32, n_quick=8, trace=True),
+    # the same net on fewer inputs, so that Jacobian contraction fits and its memory shows
+    "resnet_traced_n8": dict(model=_resnet, shape=(3, 32, 32), n=8, n_quick=4, trace=True),
 }
 
 
