@@ -163,8 +163,8 @@ def _plot(path: str, checkpoints, finite: dict, widths) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":
-    res = run(sys.argv[1] if len(sys.argv) > 1 else "demo_out")
+def report(res: dict) -> None:
+    """Print the numbers returned by :func:`run`."""
     acc = res["infinite_width_accuracy"]
     print(f"(a) infinite width, {res['n_train']} train / {res['n_test']} test digits")
     for g in ("nngp", "ntk"):
@@ -177,3 +177,7 @@ if __name__ == "__main__":
               f"test accuracy {fb['accuracy'][w]:.3f}")
     print(f"    closed-form NTK accuracy {fb['closed_form_accuracy']:.3f}; plot: {res['plot']}; "
           f"{res['seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    report(run(sys.argv[1] if len(sys.argv) > 1 else "demo_out"))

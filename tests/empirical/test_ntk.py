@@ -186,7 +186,7 @@ def test_auto_prefers_structured_for_wide_mlp():
     x = _x((30,), 20, 16)
     mf = ModelFn(model)
     axes = OutAxes.make((4,), (-1,), ())
-    pick = _choose(mf, axes, x, 20, 2**30, Structured(mf, axes, x))
+    pick = _choose(mf, axes, x, 20, Structured(mf, axes, x))
     assert pick is wl.NtkImplementation.STRUCTURED
 
 
@@ -207,3 +207,39 @@ def test_cuda(impl):
                            block_size=3)
     assert got.is_cuda
     _close(got.cpu(), ref.numpy(), tol=1e-8)
+
+
+def test_structured_covers_linear_conv_bn_and_falls_back_elsewhere():
+    from widelimit.empirical._axes import OutAxes
+    from widelimit.empirical._model import ModelFn
+    from widelimit.empirical._structured import Structured
+
+    def plan(model, shape):
+        x = _x(shape, 2, 18)
+        mf = ModelFn(model)
+        st = Structured(mf, OutAxes.make(mf.check(x, "x"), (-1,), ()), x)
+        return [(l.name, l.kind) for l in st.layers], st.others
+
+    layers, others = plan(*make_model("conv_bn"))
+    assert layers == [("0", "conv"), ("1", "bn"), ("3", "conv"), ("5", "conv"), ("7", "linear")]
+    assert others == []
+    layers, others = plan(*make_model("multi_out"))
+    assert others == ["norm.weight", "norm.bias"]  # LayerNorm: per-example Jacobians
+    layers, others = plan(*make_model("shared"))
+    assert layers == [("seq", "linear")] and others == ["fc.weight", "fc.bias"]  # reused module
+    lin = wl.linearize(make_model("mlp")[0])  # weights swapped by a nested functional_call
+    assert plan(lin, (5,))[0] == []
+
+
+@pytest.mark.parametrize("materialize", [True, False])
+def test_structured_weight_paths_agree(monkeypatch, materialize):
+    """Both ways of handling a conv weight: formed Jacobian, or factored grams."""
+    from widelimit.empirical import _structured
+    monkeypatch.setattr(_structured.Structured, "_materialize", lambda self, l, n: materialize)
+    model, shape = make_model("conv_bn")
+    x1, x2 = _x(shape, 3, 19), _x(shape, 2, 20)
+    for trace in [(-1,), ()]:
+        want = wl.empirical_ntk(model, x1, x2, trace_axes=trace,
+                                implementation="jacobian_contraction")
+        got = wl.empirical_ntk(model, x1, x2, trace_axes=trace, implementation="structured")
+        _close(got, want.numpy())

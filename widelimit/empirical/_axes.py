@@ -134,8 +134,7 @@ class OutAxes:
 
     def reduce_full(self, k: Tensor) -> Tensor:
         """Full zipped kernel (N1, N2, x, x', y, y', ...) -> (N1, N2, *res) (no division)."""
-        a, b = self._letters
-        s2 = self.s2
+        a, s2 = self._letters[0], self.s2
         sub = "".join(a[i] + s2[i] for i in range(len(self.out_shape)))
         return torch.einsum(f"ij{sub}->ij{self.res}", k)
 

@@ -7,7 +7,7 @@ running statistics, dropout is off); the model's training flag is restored after
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -150,14 +150,3 @@ def parse_memory(value: Any, name: str = "max_memory") -> int:
                 break
     raise ValueError(f"`{name}` must be a positive number of bytes or a string like '2GB', "
                      f"got {value!r}.")
-
-
-def forward_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of one call of ``fn`` (torch's FlopCounterMode; 0 when unavailable)."""
-    try:
-        from torch.utils.flop_counter import FlopCounterMode
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            fn()
-        return int(counter.get_total_flops())
-    except Exception:  # pragma: no cover - flop counting is best effort
-        return 0

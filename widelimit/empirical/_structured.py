@@ -300,6 +300,10 @@ class Structured:
             total += 3.0 * (n1 + n2) * o * fwd + 2.0 * n1 * n2 * pairs * n_other
         return total
 
+    def forward_flops(self) -> int:
+        """FLOPs of one forward pass on one example spent in the structured layers."""
+        return sum(2 * l.channels * l.positions * l.fan_in for l in self.layers)
+
     def bytes_per_example(self, itemsize: int) -> int:
         o = self.axes.out_size
         per = sum(math.prod(l.y_shape) + math.prod(l.x_shape) for l in self.layers)
