@@ -23,9 +23,13 @@ NEEDS = {"cnn_gap": ("Conv", "GlobalAvgPool"), "cnn_flatten": ("Conv", "Flatten"
 
 def setup(args) -> dict:
     torch.set_num_threads(args.threads)
-    from widelimit.kernels import _compile
+    try:
+        from widelimit.kernels import _compile
+        mode = _compile.get_compile()
+    except ImportError:
+        mode = "n/a"
     return {"widelimit": getattr(wl, "__version__", "?"), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "compile_mode": _compile.get_compile()}
+            "torch_threads": torch.get_num_threads(), "compile_mode": mode}
 
 
 def flatten(obj, prefix="") -> dict:
