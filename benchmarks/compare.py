@@ -56,7 +56,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=None, help="warm calls per process (default 5; --quick 3)")
     ap.add_argument("--budget-s", type=float, default=20.0, help="at most this many seconds of warm calls per process")
     ap.add_argument("--max-call-s", type=float, default=40.0,
-                    help="do not start a run whose estimated per-call time exceeds this")
+                    help="do not start a neural-tangents run whose estimated per-call time exceeds this")
+    ap.add_argument("--wl-max-call-s", type=float, default=240.0,
+                    help="the same for widelimit")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (widelimit)")
     ap.add_argument("--omp-wait-policy", choices=("passive", "active", "unset"), default="passive",
                     help="OMP_WAIT_POLICY for the widelimit process: on a loaded machine torch's "
@@ -166,6 +168,7 @@ def merge_runs(runs: list[dict]) -> dict:
             "first_s": statistics.median([r["first_s"] for r in ok]),
             "n_timed": len(times), "peak_rss_gb": max(r["peak_rss_gb"] for r in ok),
             "rss_import_gb": ok[0].get("rss_import_gb"), "npz": ok[-1]["npz"],
+            "first_call_only": all(r.get("first_call_only") for r in ok),
             "versions": ok[0].get("versions", {})}
 
 
@@ -184,12 +187,13 @@ def meta(a, versions: dict) -> dict:
             "cpu": cpu, "cpus": os.cpu_count(), "mem_gib": round(mem, 1) if mem else None,
             "python": platform.python_version(), "dtype": a.dtype, "rounds": a.rounds,
             "repeats": a.repeats, "threads": a.threads, "omp_wait_policy": a.omp_wait_policy,
-            "quick": a.quick, "max_call_s": a.max_call_s, "versions": versions}
+            "quick": a.quick, "max_call_s": a.max_call_s, "wl_max_call_s": a.wl_max_call_s,
+            "budget_s": a.budget_s, "versions": versions}
 
 
 def fmt_s(m: dict, est: float | None = None) -> str:
     if m.get("status") == "ok":
-        return f"{m['median_s']:.4g}"
+        return f"{m['median_s']:.4g}" + (" (1st only)" if m.get("first_call_only") else "")
     if m.get("status") == "not_run":
         return f"not run (~{m['estimate_s']:.3g} s)"
     return m.get("status", "?")
@@ -297,10 +301,11 @@ def main() -> None:
                     if lib in done:
                         continue
                     est = estimate(c, lib, rows)
-                    if est is not None and est > a.max_call_s:
+                    cap = a.max_call_s if lib == "neural_tangents" else a.wl_max_call_s
+                    if est is not None and est > cap:
                         per[lib] = [{"status": "not_run", "estimate_s": est,
                                      "reason": f"not run: would take ~{est:.3g} s per call "
-                                               f"(scaled from smaller {c.family} cases; --max-call-s {a.max_call_s:g})"}]
+                                               f"(scaled from smaller {c.family} cases; cap {cap:g} s)"}]
                         done.add(lib)
                         continue
                     print(f"  {c.name}: round {rnd + 1} {lib}" + (f" (est. {est:.3g} s/call)" if est else ""),

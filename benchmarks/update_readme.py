@@ -19,7 +19,7 @@ START, END = "<!-- BENCH:START -->", "<!-- BENCH:END -->"
 def _s(m: dict) -> str:
     st = m.get("status")
     if st == "ok":
-        return f"{m['median_s']:.3g}"
+        return f"{m['median_s']:.3g}" + (" (first call only)" if m.get("first_call_only") else "")
     if st == "not_run":
         return f"not run (~{m['estimate_s']:.3g} s est.)"
     if st == "skipped":
