@@ -17,12 +17,7 @@ import widelimit as wl
 from widelimit import layers as L
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 WIDTH, B = 512, 4.0
 SAMPLES = {"nngp": 64, "ntk": 16}   # an NNGP sample is a forward pass: cheap
 

@@ -74,7 +74,7 @@ _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 def parse_bytes(value: Any, name: str = "max_memory") -> int:
     """Parse a memory budget such as ``4e9``, ``"4GB"`` or ``"512MiB"`` into bytes."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
+        if not np.isfinite(value) or value <= 0:
             raise ValueError(f"`{name}` must be positive, got {value}.")
         return int(value)
     if isinstance(value, str):

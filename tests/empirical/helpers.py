@@ -77,6 +77,17 @@ class MultiOut(nn.Module):
         return self.head(torch.tanh(self.norm(self.fc(x)))).reshape(-1, 3, 4)
 
 
+class Scale(nn.Module):
+    """Multiply by a constant (e.g. an NTK-parametrization multiplier)."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.c
+
+
 class Scaled(nn.Module):
     """A model whose forward takes extra keyword inputs."""
 

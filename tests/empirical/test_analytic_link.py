@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import widelimit as wl
+from tests.empirical.helpers import Scale
 
 W_STD, B_STD = 1.5, 0.1
 
@@ -30,14 +31,6 @@ class Bias(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + B_STD * self.b
 
-
-class Scale(nn.Module):
-    def __init__(self, c: float) -> None:
-        super().__init__()
-        self.c = c
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.c
 
 
 def ntk_mlp(d: int, width: int, depth: int, seed: int, out: int = 16) -> nn.Module:

@@ -10,16 +10,8 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 import widelimit as wl
-from tests.empirical.helpers import IMPLS, make_model
+from tests.empirical.helpers import IMPLS, Scale, make_model
 
-
-class Scale(nn.Module):
-    def __init__(self, c: float) -> None:
-        super().__init__()
-        self.c = c
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.c
 
 
 def ntk_mlp(d: int, width: int, out: int = 1, seed: int = 0) -> nn.Module:

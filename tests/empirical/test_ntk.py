@@ -243,3 +243,21 @@ def test_structured_weight_paths_agree(monkeypatch, materialize):
                                 implementation="jacobian_contraction")
         got = wl.empirical_ntk(model, x1, x2, trace_axes=trace, implementation="structured")
         _close(got, want.numpy())
+
+
+def test_structured_covers_widelimit_dense_modules():
+    """widelimit's own Dense modules (multipliers in forward) take the structured path
+    and agree with the Jacobian-contraction reference."""
+    from widelimit import layers as L
+    from widelimit.empirical._structured import _kind
+    net = L.serial(L.Dense(16, W_std=1.5, b_std=0.3), L.Relu(),
+                   L.Dense(16, W_std=1.2, b_std=0.1, parameterization="standard", s=(1, 2)), L.Erf(),
+                   L.Dense(3, W_std=0.9, b_std=None))
+    model = net.module(input_shape=(5,), dtype=torch.float64, seed=0)
+    assert [_kind(m) for m in model if hasattr(m, "weight")] == ["linear"] * 3
+    x1 = torch.randn(6, 5, dtype=torch.float64)
+    x2 = torch.randn(4, 5, dtype=torch.float64)
+    for trace in ((-1,), ()):
+        ref = wl.empirical_ntk(model, x1, x2, trace_axes=trace, implementation="jacobian_contraction")
+        got = wl.empirical_ntk(model, x1, x2, trace_axes=trace, implementation="structured")
+        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)

@@ -12,12 +12,7 @@ from widelimit import layers as L
 from widelimit.kernels.rules.quadrature import quadrature_dual
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 RHO = torch.tensor([-1.0, -0.97, -0.5, 0.0, 0.2, 0.7, 0.999, 1 - 1e-12, 1.0], dtype=torch.float64)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-__all__ = ["as_tensor", "eval_mode", "select_params", "ModelFn", "parse_memory"]
+__all__ = ["as_tensor", "eval_mode", "select_params", "ModelFn"]
 
 
 def as_tensor(x: Any, name: str, model: nn.Module) -> tuple[Tensor, bool]:
@@ -125,28 +125,3 @@ class ModelFn:
 
     def param_count(self) -> int:
         return sum(t.numel() for t in self.theta.values())
-
-
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_memory(value: Any, name: str = "max_memory") -> int:
-    """Parse a memory budget such as ``4e9``, ``"4GB"`` or ``"512MiB"`` into bytes."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive number of bytes, got {value}.")
-        return int(value)
-    if isinstance(value, str):
-        s = value.strip().lower().replace(" ", "")
-        for unit in sorted(_UNITS, key=len, reverse=True):
-            if s.endswith(unit):
-                try:
-                    n = float(s[: -len(unit)])
-                except ValueError:
-                    break
-                if n > 0:
-                    return int(n * _UNITS[unit])
-                break
-    raise ValueError(f"`{name}` must be a positive number of bytes or a string like '2GB', "
-                     f"got {value!r}.")

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from widelimit.empirical._axes import OutAxes
 from widelimit.empirical._blocks import check_block_size
-from widelimit.empirical._model import ModelFn, as_tensor, eval_mode, parse_memory
+from widelimit._tensors import parse_bytes
+from widelimit.empirical._model import ModelFn, as_tensor, eval_mode
 from widelimit.empirical.ntk import _as_impl, empirical_ntk
 
 __all__ = ["empirical_nngp", "empirical_kernel_fn"]
@@ -113,7 +114,7 @@ def empirical_kernel_fn(model: nn.Module, trace_axes: Sequence[int] | int = (-1,
     _as_impl(implementation)
     check_block_size(block_size)
     if max_memory is not None:
-        parse_memory(max_memory)
+        parse_bytes(max_memory)
 
     def kernel_fn(x1: Any, x2: Any = None, get: str | Sequence[str] = _GETS,
                   **forward_kwargs: Any) -> Any:

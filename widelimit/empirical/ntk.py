@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from widelimit.empirical._axes import OutAxes
 from widelimit.empirical._blocks import blocked_kernel, check_block_size
 from widelimit.empirical._jacobian import JacobianContraction, NtkVectorProducts
-from widelimit.empirical._model import ModelFn, as_tensor, eval_mode, parse_memory
+from widelimit._tensors import parse_bytes
+from widelimit.empirical._model import ModelFn, as_tensor, eval_mode
 from widelimit.empirical._structured import Structured
 
 __all__ = ["NtkImplementation", "empirical_ntk"]
@@ -110,7 +111,7 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *,
     """
     impl = _as_impl(implementation)
     block_size = check_block_size(block_size)
-    budget = parse_memory(max_memory) if max_memory is not None else None
+    budget = parse_bytes(max_memory) if max_memory is not None else None
     mf = ModelFn(model, params, forward_kwargs)
     x1t, was_numpy = as_tensor(x1, "x1", model)
     x2t = None if (x2 is None or x2 is x1) else as_tensor(x2, "x2", model)[0]

@@ -38,6 +38,7 @@ class DenseModule(nn.LazyLinear):
     """
 
     cls_to_become = None
+    structured_kind = "linear"   # lets widelimit.empirical use the structured NTK for it
 
     def __init__(self, out_features: int, W_std: float, b_std: Optional[float],
                  parameterization: str, s: tuple[int, int]):
@@ -70,12 +71,20 @@ class DenseModule(nn.LazyLinear):
                 if self.bias is not None:
                     self.bias.normal_(0.0, self.b_std)
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def weight_multiplier(self) -> float:
         if self.parameterization == "ntk":
-            out = nn.functional.linear(x, self.weight) * (self.W_std / math.sqrt(self.in_features))
-            return out if self.bias is None else out + self.b_std * self.bias
-        out = nn.functional.linear(x, self.weight) / math.sqrt(self.s[0])
-        return out if self.bias is None else out + self.bias
+            return self.W_std / math.sqrt(self.in_features)
+        return 1.0 / math.sqrt(self.s[0])
+
+    @property
+    def bias_multiplier(self) -> float:
+        return self.b_std if self.parameterization == "ntk" else 1.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``weight_multiplier * x W^T + bias_multiplier * b``."""
+        out = nn.functional.linear(x, self.weight) * self.weight_multiplier
+        return out if self.bias is None else out + self.bias_multiplier * self.bias
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, W_std={self.W_std}, "
