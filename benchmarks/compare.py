@@ -326,11 +326,12 @@ def main() -> None:
                 versions.update(r[SHORT[lib]].get("versions", {}) or {})
             save()
             print_table([r])
-    for r in rows:
-        summarize(r)
-        _agree(r, a, tmp)
-        for lib in LIBS:
-            versions.update(r[SHORT[lib]].get("versions", {}) or {})
+    if a.quick:
+        for r in rows:
+            summarize(r)
+            _agree(r, a, tmp)
+            for lib in LIBS:
+                versions.update(r[SHORT[lib]].get("versions", {}) or {})
     save()
     print()
     print_table(rows)
