@@ -118,7 +118,7 @@ class Layer:
             diagonal_spatial = not self.requires_full_spatial()
         elif diagonal_spatial and self.requires_full_spatial():
             raise ValueError("diagonal_spatial=True is impossible for this architecture: a layer "
-                             "in it (pooling, flatten or attention) needs full spatial covariances.")
+                             "in it (pooling or attention) needs full spatial covariances.")
         k = inputs_to_kernel(t1, t2, diagonal_spatial=diagonal_spatial)
         k = self.apply_kernel(k)
         if isinstance(k, (list, tuple)):
