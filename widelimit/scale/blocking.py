@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -37,6 +38,10 @@ __all__ = ["LIVE_TENSORS", "DEFAULT_FRACTION", "available_memory", "resolve_budg
 LIVE_TENSORS = 10
 #: default budget: this fraction of the memory available when the call starts
 DEFAULT_FRACTION = 0.5
+#: for image kernels, blocks are also kept small enough that the largest tensor has about
+#: this many elements: it then stays in cache and below glibc's mmap threshold (32 MB),
+#: which avoids a page fault per 4 KB on every operation; 3-10x faster than one big block
+CACHE_ELEMENTS = 2**21
 
 
 def available_memory(device: Optional[torch.device] = None) -> int:
@@ -100,8 +105,13 @@ def _result_numel(res) -> int:
     return sum(t.numel() for t in (res.nngp, res.ntk) if t is not None)
 
 
-def plan_blocks(compute: Callable, x1: Tensor, x2: Optional[Tensor], budget: int) -> Plan:
-    """Choose block sizes (b1, b2) for ``compute(x1_block, x2_block_or_None)``."""
+def plan_blocks(compute: Callable, x1: Tensor, x2: Optional[Tensor], budget: int,
+                cache_elements: Optional[int] = None) -> Plan:
+    """Choose block sizes (b1, b2) for ``compute(x1_block, x2_block_or_None)``.
+
+    The blocks are the largest that fit ``budget`` (bytes) and, if given, keep the
+    largest tensor near ``cache_elements`` elements.
+    """
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     item = x1.element_size()
@@ -114,7 +124,10 @@ def plan_blocks(compute: Callable, x1: Tensor, x2: Optional[Tensor], budget: int
     free = budget - out_bytes - (x1.numel() + (0 if x2 is None else x2.numel())) * item
     unit = LIVE_TENSORS * per_pair * item          # bytes per (b1 b2 + b1 + b2) entry
     cap = free / unit
-    if cap < 3:
+    mem_cap = cap
+    if cache_elements:
+        cap = min(cap, max(3.0, cache_elements / per_pair))
+    if mem_cap < 3:
         need = out_bytes + 3 * unit
         raise ValueError(
             f"`max_memory`={_fmt(budget)} is too small: one block of a single pair of inputs "
@@ -202,7 +215,8 @@ def run_blocked(compute: Callable, x1: Tensor, x2: Optional[Tensor], max_memory:
     With ``probe=False`` (vector inputs and no explicit budget) everything is one block.
     """
     if probe:
-        plan = plan_blocks(compute, x1, x2, resolve_budget(max_memory, x1.device))
+        plan = plan_blocks(compute, x1, x2, resolve_budget(max_memory, x1.device),
+                           CACHE_ELEMENTS if x1.ndim > 2 else None)
     else:
         plan = Plan(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0], 1, 1, 0)
     n1 = x1.shape[0]
@@ -211,15 +225,26 @@ def run_blocked(compute: Callable, x1: Tensor, x2: Optional[Tensor], max_memory:
         return _mirror_kernel(compute(x1, None)) if x2 is None else compute(x1, x2)
     rows, cols = _slices(n1, plan.b1), _slices(n2, plan.b2)
     symmetric = x2 is None
-    results: dict = {}
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            if symmetric and j < i:
-                continue
-            if symmetric and i == j:
-                results[(i, j)] = _mirror_kernel(compute(x1[r], None))
-            else:
-                results[(i, j)] = compute(x1[r], (x1 if symmetric else x2)[c])
+    todo = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (symmetric and j < i)]
+
+    def one(key):
+        i, j = key
+        if symmetric and i == j:
+            return _mirror_kernel(compute(x1[rows[i]], None))
+        return compute(x1[rows[i]], (x1 if symmetric else x2)[cols[j]])
+
+    threads = torch.get_num_threads()
+    if threads > 1 and len(todo) > 1 and x1.device.type == "cpu":
+        # one block per thread, single-threaded operations: no barrier per operation (which
+        # costs a lot on small tensors and on shared machines); same arithmetic per entry
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(min(threads, len(todo))) as pool:
+                results = dict(zip(todo, pool.map(one, todo)))
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        results = {key: one(key) for key in todo}
     first = results[(0, 0)]
     if isinstance(first, (list, tuple)):
         return [_assemble({key: v[m] for key, v in results.items()}, rows, cols, symmetric)

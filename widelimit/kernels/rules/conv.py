@@ -83,38 +83,55 @@ def pad_axis(x: Tensor, axis: int, lo: int, hi: int, circular: bool) -> Tensor:
     return torch.cat(parts, axis)
 
 
-def _slice(ndim: int, axis: int, start: int, count: int, step: int) -> tuple:
-    idx = [slice(None)] * ndim
-    idx[axis] = slice(start, start + (count - 1) * step + 1, step)
-    return tuple(idx)
+def _shifted_sum(x: Tensor, axes: tuple, f: int, s: int, padding: str) -> Tensor:
+    """``out[a, a', ..] = sum_{d<f} x_padded[s a + d, s a' + d, ..]`` on every axis in ``axes``
+    (one axis: a strided box filter; an interleaved pair: a diagonal one).
+
+    Zero padding is never materialised: each shift adds the in-range rectangle of ``x``
+    to the matching rectangle of the output, in place.  CIRCULAR pads by indexing first.
+    """
+    n = x.shape[axes[0]]
+    lo, hi = conv_pads(n, f, s, padding)
+    out_n = conv_out_size(n, f, s, padding)
+    if padding == "CIRCULAR":
+        for ax in axes:
+            x = pad_axis(x, ax, lo, hi, True)
+        n, lo = x.shape[axes[0]], 0
+    spans = []
+    for d in range(f):
+        a0 = max(0, -((d - lo) // s))                  # ceil((lo - d) / s)
+        a1 = min(out_n - 1, (n - 1 + lo - d) // s)
+        if a1 >= a0:
+            spans.append((a1 - a0 == out_n - 1, a0, a1, s * a0 + d - lo))
+    spans.sort(key=lambda t: not t[0])                  # a full-range shift first
+    shape = list(x.shape)
+    for ax in axes:
+        shape[ax] = out_n
+    out = None
+    for full, a0, a1, src0 in spans:
+        dst = [slice(None)] * x.ndim
+        src = [slice(None)] * x.ndim
+        for ax in axes:
+            dst[ax] = slice(a0, a1 + 1)
+            src[ax] = slice(src0, src0 + (a1 - a0) * s + 1, s)
+        piece = x[tuple(src)]
+        if out is None:
+            if full:
+                out = piece.clone(memory_format=torch.contiguous_format)
+                continue
+            out = x.new_zeros(shape)
+        out[tuple(dst)] += piece
+    return x.new_zeros(shape) if out is None else out
 
 
 def box_sum(x: Tensor, axis: int, f: int, s: int, padding: str) -> Tensor:
     """``out[a] = sum_{d<f} x_padded[s a + d]`` along ``axis`` (a strided box filter)."""
-    n = x.shape[axis]
-    lo, hi = conv_pads(n, f, s, padding)
-    out_n = conv_out_size(n, f, s, padding)
-    xp = pad_axis(x, axis, lo, hi, padding == "CIRCULAR")
-    out = xp[_slice(x.ndim, axis, 0, out_n, s)].clone()
-    for d in range(1, f):
-        out += xp[_slice(x.ndim, axis, d, out_n, s)]
-    return out
+    return _shifted_sum(x, (axis,), f, s, padding)
 
 
 def diag_box_sum(x: Tensor, axis: int, f: int, s: int, padding: str) -> Tensor:
     """``out[a, a'] = sum_{d<f} x_padded[s a + d, s a' + d]`` over the axis pair (axis, axis+1)."""
-    n = x.shape[axis]
-    lo, hi = conv_pads(n, f, s, padding)
-    out_n = conv_out_size(n, f, s, padding)
-    circ = padding == "CIRCULAR"
-    xp = pad_axis(pad_axis(x, axis, lo, hi, circ), axis + 1, lo, hi, circ)
-    out = None
-    for d in range(f):
-        idx = list(_slice(x.ndim, axis, d, out_n, s))
-        idx[axis + 1] = idx[axis]
-        piece = xp[tuple(idx)]
-        out = piece.clone() if out is None else out.add_(piece)
-    return out
+    return _shifted_sum(x, (axis, axis + 1), f, s, padding)
 
 
 def spatial_map(mat: Optional[Tensor], batch_ndim: int, diagonal: bool, fn_diag, fn_full
