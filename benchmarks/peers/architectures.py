@@ -142,3 +142,40 @@ IMAGE_ARCHITECTURES = {
         S.ConvLocal(8, (3, 3), (2, 1), "SAME", W_std=1.4, b_std=0.1), S.Relu(), S.Flatten(),
         S.Dense(1))),
 }
+
+
+# a fixed weighted graph on 6 nodes (pattern[i, j]: edge i -> j), shared by all inputs;
+# neural-tangents receives it per input through kernel_fn(..., pattern=(A1, A2))
+GRAPH_PATTERN = np.array([[1, 1, 0, 0, 0, 1], [1, 1, 1, 0, 0, 0], [0, 0.5, 1, 1, 0, 0],
+                          [0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1], [1, 0, 0, 0, 2, 1]], float)
+
+
+def _aggregate(S, ch):
+    return S.Aggregate() if ch == -1 else S.Aggregate(GRAPH_PATTERN)
+
+
+def _attn(S, **kw):
+    return S.GlobalSelfAttention(8, 8, 8, 2, W_key_std=1.3, W_value_std=1.2, W_query_std=0.9,
+                                 W_out_std=1.1, b_std=0.1, **kw)
+
+
+IMAGE_ARCHITECTURES.update({
+    "attention_softmax": ((3, 6), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1), _attn(S), S.Relu(), S.GlobalAvgPool(),
+        S.Dense(1))),
+    "attention_2d_sum_pe": ((2, 3, 4), lambda S, ch: S.serial(
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        _attn(S, pos_emb_type="SUM", W_pos_emb_std=0.7), S.Erf(), S.Flatten(), S.Dense(1))),
+    "attention_concat_decay": ((3, 5), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1),
+        _attn(S, pos_emb_type="CONCAT", pos_emb_decay_fn=lambda d: 1.0 / (1.0 + d),
+              n_chan_pos_emb=4, val_pos_emb=True), S.Relu(),
+        _attn(S, attention_mechanism="IDENTITY"), S.GlobalAvgPool(), S.Dense(1))),
+    "attention_relu_abs": ((2, 5), lambda S, ch: S.serial(
+        S.Conv(8, (2,), None, "SAME", W_std=1.4), _attn(S, attention_mechanism="RELU"), S.Relu(),
+        _attn(S, attention_mechanism="ABS", pos_emb_type="SUM"), S.GlobalAvgPool(), S.Dense(1))),
+    "graph_aggregate": ((3, 6), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1), S.Relu(), _aggregate(S, ch),
+        S.Conv(8, (1,), W_std=1.2, b_std=0.1), S.Relu(), _aggregate(S, ch), S.GlobalSumPool(),
+        S.Dense(1))),
+})

@@ -18,8 +18,8 @@ jax.config.update("jax_enable_x64", True)
 from neural_tangents import stax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from architectures import (ARCHITECTURES, IMAGE_ARCHITECTURES, inputs, inputs_images,  # noqa: E402
-                           to_channels_last)
+from architectures import (ARCHITECTURES, GRAPH_PATTERN, IMAGE_ARCHITECTURES, inputs,  # noqa: E402
+                           inputs_images, to_channels_last)
 
 out = {}
 x1, x2 = inputs()
@@ -36,8 +36,13 @@ for name, (shape, build) in IMAGE_ARCHITECTURES.items():
     out[f"{name}/x1"], out[f"{name}/x2"] = i1, i2
     _, _, kernel_fn = build(stax, -1)
     for tag, b in (("12", i2), ("11", None)):
+        kw = {}
+        if name.startswith("graph_"):
+            kw["pattern"] = (np.broadcast_to(GRAPH_PATTERN, (len(i1),) + GRAPH_PATTERN.shape),
+                             None if b is None else
+                             np.broadcast_to(GRAPH_PATTERN, (len(b),) + GRAPH_PATTERN.shape))
         k = kernel_fn(to_channels_last(i1), None if b is None else to_channels_last(b),
-                      ("nngp", "ntk"))
+                      ("nngp", "ntk"), **kw)
         out[f"{name}/{tag}/nngp"] = np.asarray(k.nngp)
         out[f"{name}/{tag}/ntk"] = np.asarray(k.ntk)
     print(f"{name}: ok")

@@ -2,8 +2,10 @@
 from widelimit.layers.base import Layer
 from widelimit.layers.combinators import (FanInConcat, FanInProd, FanInSum, FanOut, Identity,
                                           parallel, repeat, serial)
+from widelimit.layers.attention import GlobalSelfAttention
 from widelimit.layers.conv import Conv, ConvLocal
 from widelimit.layers.dense import Dense
+from widelimit.layers.graph import Aggregate
 from widelimit.layers.nonlinear import (ABRelu, Abs, Cos, Elementwise, Erf, Exp, ExpNormalized,
                                         Gabor, Gaussian, Gelu, Hermite, LeakyRelu, Monomial,
                                         Nonlinearity, Polynomial, Rbf, RectifiedMonomial, Relu, Sigmoid_like,
@@ -19,4 +21,5 @@ __all__ = [
     "Rbf", "RectifiedMonomial", "Relu", "Sigmoid_like", "Sign", "Silu", "Sin", "Softplus", "Tanh",
     "Dropout", "LayerNorm",
     "Conv", "ConvLocal", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    "GlobalSelfAttention", "Aggregate",
 ]
