@@ -38,8 +38,8 @@ for name, (shape, build) in IMAGE_ARCHITECTURES.items():
     for tag, b in (("12", i2), ("11", None)):
         kw = {}
         if name.startswith("graph_"):
-            kw["pattern"] = (np.broadcast_to(GRAPH_PATTERN, (len(i1),) + GRAPH_PATTERN.shape),
-                             None if b is None else
+            p1 = np.broadcast_to(GRAPH_PATTERN, (len(i1),) + GRAPH_PATTERN.shape)
+            kw["pattern"] = (p1, p1 if b is None else
                              np.broadcast_to(GRAPH_PATTERN, (len(b),) + GRAPH_PATTERN.shape))
         k = kernel_fn(to_channels_last(i1), None if b is None else to_channels_last(b),
                       ("nngp", "ntk"), **kw)

@@ -185,3 +185,17 @@ def test_error_bad_hyperparameters():
     with pytest.raises(ValueError, match="diagonal_spatial=True is impossible"):
         L.serial(L.Conv(8, (3, 3)), L.GlobalAvgPool()).kernel_fn(_images(2, (3, 5, 5)),
                                                                  diagonal_spatial=True)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_index_slices_the_kernel(full):
+    base = L.serial(L.Conv(8, (3, 3), padding="SAME", W_std=1.3, b_std=0.1), L.Relu(),
+                    L.Conv(8, (3, 3), padding="SAME"))
+    x1, x2 = _images(3, (2, 5, 6), 11), _images(2, (2, 5, 6), 12)
+    k = base.kernel_fn(x1, x2, diagonal_spatial=not full)
+    k2 = L.serial(base, L.Slice[:, :, 1:4, 2]).kernel_fn(x1, x2, diagonal_spatial=not full)
+    ref = k.nngp[:, :, 1:4, 1:4, 2, 2] if full else k.nngp[:, :, 1:4, 2]
+    assert torch.equal(k2.nngp, ref) and k2.shape1 == (3, 8, 3)
+    assert L.serial(base, L.Slice[:, :, 1:4, 2]).module()(x1).shape == (3, 8, 3)
+    with pytest.raises(ValueError, match="`idx`"):
+        L.Index((0, slice(None)))

@@ -12,7 +12,7 @@ from widelimit.layers.nonlinear import (ABRelu, Abs, Cos, Elementwise, Erf, Exp,
                                         Sign, Silu, Sin, Softplus, Tanh)
 from widelimit.layers.normalization import Dropout, LayerNorm
 from widelimit.layers.pool import AvgPool, GlobalAvgPool, GlobalSumPool, SumPool
-from widelimit.layers.reshape import Flatten
+from widelimit.layers.reshape import Flatten, Index, Slice
 
 __all__ = [
     "Layer", "serial", "parallel", "repeat", "FanOut", "FanInSum", "FanInProd", "FanInConcat",
@@ -21,5 +21,5 @@ __all__ = [
     "Rbf", "RectifiedMonomial", "Relu", "Sigmoid_like", "Sign", "Silu", "Sin", "Softplus", "Tanh",
     "Dropout", "LayerNorm",
     "Conv", "ConvLocal", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
-    "GlobalSelfAttention", "Aggregate",
+    "GlobalSelfAttention", "Aggregate", "Index", "Slice",
 ]

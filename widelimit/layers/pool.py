@@ -103,15 +103,11 @@ class GlobalPoolModule(nn.Module):
         super().__init__()
         self.average = average
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         if x.ndim < 3:
             raise ValueError(f"Global pooling needs (N, C, *spatial) inputs, got shape {tuple(x.shape)}.")
         axes = tuple(range(2, x.ndim))
-        if mask is None:
-            return x.mean(axes) if self.average else x.sum(axes)
-        valid = (~mask).to(x.dtype).unsqueeze(1)
-        out = (x * valid).sum(axes)
-        return out / valid.sum(axes).clamp_min(1.0) if self.average else out
+        return x.mean(axes) if self.average else x.sum(axes)
 
 
 class GlobalAvgPool(Layer):

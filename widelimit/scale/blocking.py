@@ -41,7 +41,7 @@ DEFAULT_FRACTION = 0.5
 #: for image kernels, blocks are also kept small enough that the largest tensor has about
 #: this many elements: it then stays in cache and below glibc's mmap threshold (32 MB),
 #: which avoids a page fault per 4 KB on every operation; 3-10x faster than one big block
-CACHE_ELEMENTS = 2**21
+CACHE_ELEMENTS = 2**19
 
 
 def available_memory(device: Optional[torch.device] = None) -> int:

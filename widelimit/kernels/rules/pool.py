@@ -17,7 +17,7 @@ dense layer sees the mean over the *diagonal* (same-position) entries
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -77,55 +77,21 @@ def pool_rule(k: Kernel, window: Sequence[int], strides: Sequence[int], padding:
     return map_kernel(k, fn, shape1=shape(k.shape1), shape2=shape(k.shape2))
 
 
-def _masked_weights(mask: Optional[Tensor]) -> Optional[Tensor]:
-    """(N, *S) boolean "is padding" mask -> (N, *S) averaging weights over valid positions."""
-    if mask is None:
-        return None
-    valid = (~mask).to(torch.get_default_dtype())
-    count = valid.flatten(1).sum(1).clamp_min(1.0)
-    return valid / count.reshape((-1,) + (1,) * (valid.ndim - 1))
-
-
 def global_pool_rule(k: Kernel, average: bool) -> Kernel:
-    """GlobalAvgPool / GlobalSumPool: sum (or mean) over all pairs of positions.
-
-    With masks (``k.mask1``/``k.mask2``: True at padded positions) the average runs
-    over the valid positions of each input only.
-    """
+    """GlobalAvgPool / GlobalSumPool: sum (or mean) over all pairs of positions."""
     if not k.n_spatial:
         raise ValueError(f"Global pooling needs spatial inputs, got shape {k.shape1}.")
     if k.diagonal_spatial:
         raise ValueError("Global pooling needs the full spatial covariance (diagonal_spatial=False).")
-    n_sp = k.n_spatial
-    w1 = _masked_weights(k.mask1) if average else None
-    w2 = _masked_weights(k.mask2 if k.mask2 is not None else k.mask1) if average else None
     size = 1
     for n in k.shape1[2:]:
         size *= n
 
-    def weighted(mat: Tensor, batch_ndim: int, wa: Optional[Tensor], wb: Optional[Tensor]):
-        if wa is None:
-            out = mat.sum(tuple(range(batch_ndim, mat.ndim)))
-            return out / (size * size) if average else out
-        wa, wb = wa.to(mat.dtype), wb.to(mat.dtype)
-        # mat (..., S1, S1', ...) contracted with wa over unprimed and wb over primed axes
-        lead = "ab" if batch_ndim == 2 else "a"
-        letters = "cdefghijklmnop"
-        un, pr = letters[:n_sp], letters[n_sp:2 * n_sp]
-        inter = "".join(u + p for u, p in zip(un, pr))
-        sa = "a" + un
-        sb = ("b" if batch_ndim == 2 else "a") + pr
-        return torch.einsum(f"{lead}{inter},{sa},{sb}->{lead}", mat, wa, wb)
+    def fn(mat: Tensor, batch_ndim: int) -> Tensor:
+        out = mat.sum(tuple(range(batch_ndim, mat.ndim)))
+        return out / (size * size) if average else out
 
-    ntk = k.ntk
-    if ntk is not None and ntk.ndim:
-        ntk = weighted(ntk, 2, w1, w2)
-    cov2 = None
-    if k.cov2 is not None:
-        cov2 = weighted(k.cov2, 1, w2, w2)
-    return k.replace(nngp=weighted(k.nngp, 2, w1, w2), ntk=ntk, cov1=weighted(k.cov1, 1, w1, w1),
-                     cov2=cov2, shape1=k.shape1[:2], shape2=k.shape2[:2], diagonal_spatial=True,
-                     mask1=None, mask2=None)
+    return map_kernel(k, fn, shape1=k.shape1[:2], shape2=k.shape2[:2], diagonal_spatial=True)
 
 
 def flatten_rule(k: Kernel) -> Kernel:
