@@ -6,9 +6,11 @@ neural-tangents baseline in ../shared/PEER-BASELINE.md (4.0 s / 16.1 s / 70.9 s 
 subprocess so its peak resident memory (ru_maxrss, whole process, includes ~0.3 GB of
 torch import) is its own; seconds are the median of warm calls after one warm-up.
 
-FLOP count: every tensor operation of the computation is counted exactly on a
-4-image call by a dispatch mode (elementwise op: 1 per output element, including
-arccos/sqrt; einsum/matmul: 2 m n k), divided by 16 pairs and scaled by N^2.  The
+FLOP count: every tensor operation of the computation over all N^2 pairs is counted
+exactly on a 4-image call by a dispatch mode (elementwise op: 1 per output element,
+including atan2/sqrt; einsum/matmul: 2 m n k), divided by 16 pairs and scaled by N^2.
+(The blocked computation for x against itself does only about half of it: blocks below
+the diagonal are mirrored.)  The
 roofline column divides seconds by flops / 250 GFLOP/s, this machine's measured float32
 GEMM rate, so it is the factor above a compute-bound ideal.
 
@@ -64,8 +66,11 @@ def count_flops(hw: int) -> float:
             return out
 
     x = torch.randn(4, 3, hw, hw)
+    import widelimit.scale.blocking as blocking
+    cache, blocking.CACHE_ELEMENTS = blocking.CACHE_ELEMENTS, 2**40   # one block: all N^2 pairs
     with Count():
         network().kernel_fn(x, None, get=("nngp", "ntk"), diagonal_spatial=False, max_memory="64GB")
+    blocking.CACHE_ELEMENTS = cache
     return Count.flops / 16
 
 
@@ -75,13 +80,13 @@ def run_case(hw: int, n: int, repeat: int, max_memory) -> dict:
     x = torch.randn(n, 3, hw, hw, generator=torch.Generator().manual_seed(0))
     net = network()
     times, cpu = [], []
-    for i in range(repeat + 1):
+    for i in range(repeat + 1 if repeat else 1):
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         out = net.kernel_fn(x, None, get=("nngp", "ntk"), max_memory=max_memory)
         dt = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_SELF)
-        if i:
+        if i or not repeat:       # --repeat 0: time the first (cold) call only
             times.append(dt)
             cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
     assert out.ntk.shape == (n, n) and bool(torch.isfinite(out.ntk).all())

@@ -25,6 +25,7 @@ The affine part (``W_std^2 . + b_std^2`` and the NTK recursion) is
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -155,17 +156,12 @@ def spatial_map(mat: Optional[Tensor], batch_ndim: int, diagonal: bool, fn_diag,
     return mat
 
 
-def _conv_unscaled(k: Kernel, mat: Optional[Tensor], batch_ndim: int, filter_shape, strides,
-                   padding: str) -> Optional[Tensor]:
-    size = 1
-    for f in filter_shape:
-        size *= f
-    out = spatial_map(mat, batch_ndim, k.diagonal_spatial,
-                      lambda x, a, i: box_sum(x, a, filter_shape[i], strides[i], padding),
-                      lambda x, a, i: diag_box_sum(x, a, filter_shape[i], strides[i], padding))
-    if out is None or out.ndim == 0:
-        return out
-    return out.div_(size)
+def _conv_sums(k: Kernel, mat: Optional[Tensor], batch_ndim: int, filter_shape, strides,
+               padding: str) -> Optional[Tensor]:
+    """sum_{d in F} mat[s x + d, s x' + d] (the 1/|F| is folded into the affine step)."""
+    return spatial_map(mat, batch_ndim, k.diagonal_spatial,
+                       lambda x, a, i: box_sum(x, a, filter_shape[i], strides[i], padding),
+                       lambda x, a, i: diag_box_sum(x, a, filter_shape[i], strides[i], padding))
 
 
 def _out_shape(shape: tuple, channels: int, filter_shape, strides, padding: str) -> tuple:
@@ -175,31 +171,36 @@ def _out_shape(shape: tuple, channels: int, filter_shape, strides, padding: str)
 
 def conv_rule(k: Kernel, filter_shape: Sequence[int], strides: Sequence[int], padding: str,
               W_std, b_std, parameterization: str, s0: float, out_channels: int,
-              unscaled=None) -> Kernel:
+              sums=None) -> Kernel:
     """Kernel after a convolution with infinitely many channels (see module docstring).
 
-    ``unscaled(mat, batch_ndim)`` replaces the weight-sharing spatial operation (used
-    by :func:`conv_local_rule`).
+    ``sums(mat, batch_ndim)`` replaces the weight-sharing spatial sum over the filter
+    (used by :func:`conv_local_rule`); the 1/|F| normalisation is folded into the scalars
+    of the affine step, saving a pass over each tensor.
     """
-    if unscaled is None:
-        def unscaled(mat, batch_ndim):
-            return _conv_unscaled(k, mat, batch_ndim, filter_shape, strides, padding)
-    fan_in = k.shape1[1]
-    for f in filter_shape:
-        fan_in *= f
-    nngp_u = unscaled(k.nngp, 2)
-    nngp = affine(nngp_u, W_std, b_std)
+    if sums is None:
+        def sums(mat, batch_ndim):
+            return _conv_sums(k, mat, batch_ndim, filter_shape, strides, padding)
+    size = math.prod(filter_shape)
+    fan_in = k.shape1[1] * size
+    w_eff = W_std / math.sqrt(size)             # W_std^2 / |F| on the sums
+    nngp_s = sums(k.nngp, 2)
+    nngp = affine(nngp_s, w_eff, b_std)
     ntk = k.ntk
     if ntk is not None:
-        ntk_u = unscaled(ntk, 2)
+        ntk_s = sums(ntk, 2)
+        w2 = w_eff * w_eff
         if parameterization == "ntk":
-            ntk = nngp + (W_std * W_std) * ntk_u
+            if isinstance(w2, float) and ntk_s.ndim:
+                ntk = torch.add(nngp, ntk_s, alpha=w2)
+            else:
+                ntk = nngp + w2 * ntk_s
         else:
-            ntk = (fan_in / s0) * nngp_u + (W_std * W_std) * ntk_u
+            ntk = (fan_in / s0 / size) * nngp_s + w2 * ntk_s
             if b_std is not None:
                 ntk = ntk + 1.0
-    cov1 = affine(unscaled(k.cov1, 1), W_std, b_std)
-    cov2 = affine(unscaled(k.cov2, 1), W_std, b_std)
+    cov1 = affine(sums(k.cov1, 1), w_eff, b_std)
+    cov2 = affine(sums(k.cov2, 1), w_eff, b_std)
     return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=True, is_input=False,
                      shape1=_out_shape(k.shape1, out_channels, filter_shape, strides, padding),
                      shape2=_out_shape(k.shape2, out_channels, filter_shape, strides, padding))
@@ -231,14 +232,14 @@ def conv_local_rule(k: Kernel, filter_shape, strides, padding: str, W_std, b_std
     nngp'[x, x'] = delta_{x x'} (W_std^2 / |F| sum_d nngp[s x + d, s x + d] + b_std^2)."""
     kd = k.replace(diagonal_spatial=True)
 
-    def unscaled(mat, batch_ndim):
+    def sums(mat, batch_ndim):
         if mat is None or mat.ndim == 0 or k.diagonal_spatial:
-            return _conv_unscaled(kd, mat, batch_ndim, filter_shape, strides, padding)
-        return _conv_unscaled(kd, _diag_of_pairs(mat, batch_ndim), batch_ndim, filter_shape,
-                              strides, padding)
+            return _conv_sums(kd, mat, batch_ndim, filter_shape, strides, padding)
+        return _conv_sums(kd, _diag_of_pairs(mat, batch_ndim), batch_ndim, filter_shape,
+                          strides, padding)
 
     out = conv_rule(kd, filter_shape, strides, padding, W_std, b_std, parameterization, s0,
-                    out_channels, unscaled=unscaled)
+                    out_channels, sums=sums)
     if k.diagonal_spatial:
         return out
     return out.replace(
