@@ -205,3 +205,14 @@ def test_index_slices_the_kernel(full):
     assert L.serial(base, L.Slice[:, :, 1:4, 2]).module()(x1).shape == (3, 8, 3)
     with pytest.raises(ValueError, match="`idx`"):
         L.Index((0, slice(None)))
+
+
+def test_gradient_through_blocked_computation():
+    w = torch.tensor(1.3, dtype=DT, requires_grad=True)
+    net = L.serial(L.Conv(8, (3, 3), padding="SAME", W_std=w, b_std=0.1), L.Relu(),
+                   L.GlobalAvgPool(), L.Dense(1))
+    x = _images(6, (2, 5, 5), 13)
+    net.kernel_fn(x, None, get="ntk", max_memory="1MB").sum().backward()
+    blocked, w.grad = w.grad.clone(), None
+    net.kernel_fn(x, None, get="ntk").sum().backward()
+    torch.testing.assert_close(blocked, w.grad, rtol=1e-10, atol=0)

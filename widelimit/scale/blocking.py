@@ -227,11 +227,14 @@ def run_blocked(compute: Callable, x1: Tensor, x2: Optional[Tensor], max_memory:
     symmetric = x2 is None
     todo = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (symmetric and j < i)]
 
+    grad = torch.is_grad_enabled()     # thread-local: carry it into the worker threads
+
     def one(key):
         i, j = key
-        if symmetric and i == j:
-            return _mirror_kernel(compute(x1[rows[i]], None))
-        return compute(x1[rows[i]], (x1 if symmetric else x2)[cols[j]])
+        with torch.set_grad_enabled(grad):
+            if symmetric and i == j:
+                return _mirror_kernel(compute(x1[rows[i]], None))
+            return compute(x1[rows[i]], (x1 if symmetric else x2)[cols[j]])
 
     threads = torch.get_num_threads()
     if threads > 1 and len(todo) > 1 and x1.device.type == "cpu":
