@@ -87,11 +87,7 @@ class Index(Layer):
                 raise ValueError(f"`idx` slices need a positive step, got {i!r}.")
             if not isinstance(i, (int, slice)):
                 raise ValueError(f"`idx` entries must be integers or slices, got {i!r}.")
-        self.idx = idx + (slice(None),) * (2 - len(idx)) if len(idx) < 2 else idx
-
-    @property
-    def needs_full_spatial(self) -> bool:  # type: ignore[override]
-        return False
+        self.idx = idx + (slice(None),) * max(0, 2 - len(idx))
 
     def apply_kernel(self, k: Kernel) -> Kernel:
         if len(self.idx) - 2 > k.n_spatial:
