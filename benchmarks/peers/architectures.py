@@ -70,3 +70,112 @@ ARCHITECTURES = {
         S.Dense(1, W_std=1.0, b_std=0.1)),
     "deep20": lambda S: _mlp(S, S.Relu(), depth=20),
 }
+
+
+# ---- image architectures: build(S, ch) with ch the channel axis (-1 for neural-tangents'
+# NHWC, 1 for widelimit's NCHW); inputs are generated in PyTorch layout (N, C, *S) and
+# moved to channels-last for neural-tangents by ``to_channels_last``.
+
+def inputs_images(shape, n1=4, n2=3, seed=1):
+    """x1 (n1, *shape), x2 (n2, *shape) in PyTorch layout; x2[0] == x1[0]."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.standard_normal((n1,) + tuple(shape))
+    x2 = rng.standard_normal((n2,) + tuple(shape))
+    x2[0] = x1[0]
+    return x1, x2
+
+
+def to_channels_last(x):
+    return np.moveaxis(x, 1, -1)
+
+
+def _cnn(S, pool, padding="SAME", strides=(1, 1), param="ntk", act=None, filt=(3, 3)):
+    act = act or S.Relu()
+    return S.serial(S.Conv(16, filt, strides, padding, W_std=1.5, b_std=0.1, parameterization=param),
+                    act, S.Conv(16, filt, None, padding, W_std=1.3, b_std=0.2,
+                                parameterization=param), act, pool,
+                    S.Dense(1, W_std=1.1, b_std=0.05, parameterization=param))
+
+
+IMAGE_ARCHITECTURES = {
+    "conv_gap": ((3, 6, 5), lambda S, ch: _cnn(S, S.GlobalAvgPool())),
+    "conv_gsp_erf": ((2, 5, 5), lambda S, ch: _cnn(S, S.GlobalSumPool(), act=S.Erf())),
+    "conv_flatten_valid": ((3, 7, 6), lambda S, ch: _cnn(S, S.Flatten(), padding="VALID",
+                                                          strides=(2, 1), filt=(3, 2))),
+    "conv_flatten_same_strided": ((2, 7, 6), lambda S, ch: _cnn(S, S.Flatten(), strides=(2, 3))),
+    "conv_circular_gap": ((2, 6, 6), lambda S, ch: _cnn(S, S.GlobalAvgPool(), padding="CIRCULAR",
+                                                         strides=(2, 1))),
+    "conv_standard": ((3, 5, 5), lambda S, ch: _cnn(S, S.GlobalAvgPool(), param="standard")),
+    "conv_avgpool": ((2, 8, 6), lambda S, ch: S.serial(
+        S.Conv(8, (3, 3), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.AvgPool((2, 2), (2, 2), "VALID"), S.Conv(8, (2, 2), None, "SAME", W_std=1.2, b_std=0.1),
+        S.Relu(), S.AvgPool((3, 2), (1, 2), "SAME"), S.Flatten(), S.Dense(1, W_std=1.0))),
+    "conv_avgpool_edges": ((2, 6, 5), lambda S, ch: S.serial(
+        S.Conv(8, (3, 3), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.AvgPool((3, 3), (2, 1), "SAME", normalize_edges=True), S.Flatten(), S.Dense(1))),
+    "conv_sumpool_circular": ((2, 6, 5), lambda S, ch: S.serial(
+        S.Conv(8, (3, 3), None, "CIRCULAR", W_std=1.4, b_std=0.1), S.Gelu(),
+        S.SumPool((2, 3), (2, 2), "CIRCULAR"), S.GlobalAvgPool(), S.Dense(1))),
+    "conv_layernorm": ((3, 5, 6), lambda S, ch: S.serial(
+        S.Conv(8, (3, 3), None, "SAME", W_std=1.4, b_std=0.3), S.LayerNorm(axis=ch), S.Relu(),
+        S.Conv(8, (3, 3), None, "SAME", W_std=1.4, b_std=0.3), S.Relu(), S.GlobalAvgPool(),
+        S.Dense(1))),
+    "conv1d": ((3, 9), lambda S, ch: S.serial(
+        S.Conv(8, (3,), (2,), "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Conv(8, (2,), None, "VALID", W_std=1.3, b_std=0.1), S.Erf(), S.GlobalAvgPool(),
+        S.Dense(1))),
+    "conv3d": ((2, 3, 4, 3), lambda S, ch: S.serial(
+        S.Conv(8, (2, 2, 2), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Conv(8, (2, 1, 2), (1, 2, 1), "CIRCULAR", W_std=1.4, b_std=0.1), S.Relu(),
+        S.GlobalAvgPool(), S.Dense(1))),
+    "conv3d_flatten": ((2, 3, 4, 3), lambda S, ch: S.serial(
+        S.Conv(8, (2, 2, 2), None, "VALID", W_std=1.4, b_std=0.1), S.Relu(), S.Flatten(),
+        S.Dense(1))),
+    # neural-tangents 0.6.5 applies an unshared filter transposed after a full-spatial Conv
+    # (it does not undo its internal axis reversal for ConvLocal), so the filter here is
+    # square; asymmetric ConvLocal filters are checked by Monte Carlo instead.
+    "convlocal": ((2, 5, 5), lambda S, ch: S.serial(
+        S.Conv(8, (3, 3), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.ConvLocal(8, (2, 2), None, "VALID", W_std=1.3, b_std=0.2), S.Relu(),
+        S.GlobalAvgPool(), S.Dense(1))),
+    "convlocal_flatten": ((2, 5, 5), lambda S, ch: S.serial(
+        S.ConvLocal(8, (3, 3), (2, 1), "SAME", W_std=1.4, b_std=0.1), S.Relu(), S.Flatten(),
+        S.Dense(1))),
+}
+
+
+# a fixed weighted graph on 6 nodes (pattern[i, j]: edge i -> j), shared by all inputs;
+# neural-tangents receives it per input through kernel_fn(..., pattern=(A1, A2))
+GRAPH_PATTERN = np.array([[1, 1, 0, 0, 0, 1], [1, 1, 1, 0, 0, 0], [0, 0.5, 1, 1, 0, 0],
+                          [0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1], [1, 0, 0, 0, 2, 1]], float)
+
+
+def _aggregate(S, ch):
+    return S.Aggregate() if ch == -1 else S.Aggregate(GRAPH_PATTERN)
+
+
+def _attn(S, **kw):
+    return S.GlobalSelfAttention(8, 8, 8, 2, W_key_std=1.3, W_value_std=1.2, W_query_std=0.9,
+                                 W_out_std=1.1, b_std=0.1, **kw)
+
+
+IMAGE_ARCHITECTURES.update({
+    "attention_softmax": ((3, 6), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1), _attn(S), S.Relu(), S.GlobalAvgPool(),
+        S.Dense(1))),
+    "attention_2d_sum_pe": ((2, 3, 4), lambda S, ch: S.serial(
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        _attn(S, pos_emb_type="SUM", W_pos_emb_std=0.7), S.Erf(), S.Flatten(), S.Dense(1))),
+    "attention_concat_decay": ((3, 5), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1),
+        _attn(S, pos_emb_type="CONCAT", pos_emb_decay_fn=lambda d: 1.0 / (1.0 + d),
+              n_chan_pos_emb=4, val_pos_emb=True), S.Relu(),
+        _attn(S, attention_mechanism="IDENTITY"), S.GlobalAvgPool(), S.Dense(1))),
+    "attention_relu_abs": ((2, 5), lambda S, ch: S.serial(
+        S.Conv(8, (2,), None, "SAME", W_std=1.4), _attn(S, attention_mechanism="RELU"), S.Relu(),
+        _attn(S, attention_mechanism="ABS", pos_emb_type="SUM"), S.GlobalAvgPool(), S.Dense(1))),
+    "graph_aggregate": ((3, 6), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1), S.Relu(), _aggregate(S, ch),
+        S.Conv(8, (1,), W_std=1.2, b_std=0.1), S.Relu(), _aggregate(S, ch), S.GlobalSumPool(),
+        S.Dense(1))),
+})

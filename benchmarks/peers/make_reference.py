@@ -3,7 +3,8 @@
 Run inside the peer environment (benchmarks/peers/setup creates .venv-peers):
     .venv-peers/bin/python benchmarks/peers/make_reference.py
 The tests compare widelimit against these numbers (float64, 1e-6 relative);
-neural-tangents itself is not needed to run the tests.
+neural-tangents itself is not needed to run the tests.  Image inputs are stored in
+PyTorch layout (N, C, *S) and moved to channels-last for neural-tangents.
 """
 import os
 import sys
@@ -17,7 +18,8 @@ jax.config.update("jax_enable_x64", True)
 from neural_tangents import stax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from architectures import ARCHITECTURES, inputs  # noqa: E402
+from architectures import (ARCHITECTURES, GRAPH_PATTERN, IMAGE_ARCHITECTURES, inputs,  # noqa: E402
+                           inputs_images, to_channels_last)
 
 out = {}
 x1, x2 = inputs()
@@ -26,6 +28,21 @@ for name, build in ARCHITECTURES.items():
     _, _, kernel_fn = build(stax)
     for tag, b in (("12", x2), ("11", None)):
         k = kernel_fn(x1, b, ("nngp", "ntk"))
+        out[f"{name}/{tag}/nngp"] = np.asarray(k.nngp)
+        out[f"{name}/{tag}/ntk"] = np.asarray(k.ntk)
+    print(f"{name}: ok")
+for name, (shape, build) in IMAGE_ARCHITECTURES.items():
+    i1, i2 = inputs_images(shape)
+    out[f"{name}/x1"], out[f"{name}/x2"] = i1, i2
+    _, _, kernel_fn = build(stax, -1)
+    for tag, b in (("12", i2), ("11", None)):
+        kw = {}
+        if name.startswith("graph_"):
+            p1 = np.broadcast_to(GRAPH_PATTERN, (len(i1),) + GRAPH_PATTERN.shape)
+            kw["pattern"] = (p1, p1 if b is None else
+                             np.broadcast_to(GRAPH_PATTERN, (len(b),) + GRAPH_PATTERN.shape))
+        k = kernel_fn(to_channels_last(i1), None if b is None else to_channels_last(b),
+                      ("nngp", "ntk"), **kw)
         out[f"{name}/{tag}/nngp"] = np.asarray(k.nngp)
         out[f"{name}/{tag}/ntk"] = np.asarray(k.ntk)
     print(f"{name}: ok")

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from architectures import ARCHITECTURES
+from architectures import ARCHITECTURES, IMAGE_ARCHITECTURES
 
 from widelimit import layers as L
 
@@ -55,3 +55,19 @@ def test_rectified_monomial_collinear_pairs():
                     L.Dense(1, W_std=0.9, b_std=0.05)).kernel_fn(x1, x2, get=("nngp", "ntk"))
     for kind in ("nngp", "ntk"):
         np.testing.assert_allclose(getattr(exact, kind), getattr(quad, kind), rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_ARCHITECTURES))
+@pytest.mark.parametrize("pair", ["12", "11"])
+def test_images_match_neural_tangents(name, pair):
+    """Image inputs in PyTorch layout (N, C, *S); the reference ran on channels-last."""
+    shape, build = IMAGE_ARCHITECTURES[name]
+    net = build(L, 1)
+    x1, x2 = REF[f"{name}/x1"], REF[f"{name}/x2"]
+    out = net.kernel_fn(x1, x2 if pair == "12" else None, get=("nngp", "ntk"))
+    for kind in ("nngp", "ntk"):
+        ref = REF[f"{name}/{pair}/{kind}"]
+        got = getattr(out, kind)
+        assert got.dtype == np.float64 and got.shape == ref.shape
+        scale = np.abs(ref).max()
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6 * scale, err_msg=f"{name} {kind}")

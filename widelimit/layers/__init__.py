@@ -2,12 +2,17 @@
 from widelimit.layers.base import Layer
 from widelimit.layers.combinators import (FanInConcat, FanInProd, FanInSum, FanOut, Identity,
                                           parallel, repeat, serial)
+from widelimit.layers.attention import GlobalSelfAttention
+from widelimit.layers.conv import Conv, ConvLocal
 from widelimit.layers.dense import Dense
+from widelimit.layers.graph import Aggregate
 from widelimit.layers.nonlinear import (ABRelu, Abs, Cos, Elementwise, Erf, Exp, ExpNormalized,
                                         Gabor, Gaussian, Gelu, Hermite, LeakyRelu, Monomial,
                                         Nonlinearity, Polynomial, Rbf, RectifiedMonomial, Relu, Sigmoid_like,
                                         Sign, Silu, Sin, Softplus, Tanh)
 from widelimit.layers.normalization import Dropout, LayerNorm
+from widelimit.layers.pool import AvgPool, GlobalAvgPool, GlobalSumPool, SumPool
+from widelimit.layers.reshape import Flatten, Index, Slice
 
 __all__ = [
     "Layer", "serial", "parallel", "repeat", "FanOut", "FanInSum", "FanInProd", "FanInConcat",
@@ -15,4 +20,6 @@ __all__ = [
     "ExpNormalized", "Gabor", "Gaussian", "Gelu", "Hermite", "LeakyRelu", "Monomial", "Polynomial",
     "Rbf", "RectifiedMonomial", "Relu", "Sigmoid_like", "Sign", "Silu", "Sin", "Softplus", "Tanh",
     "Dropout", "LayerNorm",
+    "Conv", "ConvLocal", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    "GlobalSelfAttention", "Aggregate", "Index", "Slice",
 ]

@@ -98,7 +98,7 @@ class Layer:
         return any(layer.needs_full_spatial for layer in self.walk())
 
     def kernel_fn(self, x1: Any, x2: Any = None, get: Get = None, *,
-                  diagonal_spatial: Optional[bool] = None):
+                  diagonal_spatial: Optional[bool] = None, max_memory=None):
         """Infinite-width kernels of this architecture between ``x1`` and ``x2``.
 
         Args:
@@ -107,6 +107,10 @@ class Layer:
             get: ``"nngp"``, ``"ntk"``, a tuple of them, or None for the :class:`Kernel`.
             diagonal_spatial: force the cheap diagonal-spatial mode (True) or the full
                 spatial covariance (False); None chooses automatically.
+            max_memory: peak memory budget for the kernel computation, bytes or a string
+                such as ``"4GB"``; None uses half the memory available now.  Image
+                kernels are computed in blocks of (x1, x2) pairs that fit it
+                (:mod:`widelimit.scale.blocking`); ValueError if one pair cannot.
 
         Returns:
             (N1, N2) tensors (NumPy arrays for NumPy input), a namedtuple for a tuple
@@ -118,9 +122,13 @@ class Layer:
             diagonal_spatial = not self.requires_full_spatial()
         elif diagonal_spatial and self.requires_full_spatial():
             raise ValueError("diagonal_spatial=True is impossible for this architecture: a layer "
-                             "in it (pooling, flatten or attention) needs full spatial covariances.")
-        k = inputs_to_kernel(t1, t2, diagonal_spatial=diagonal_spatial)
-        k = self.apply_kernel(k)
+                             "in it (pooling or attention) needs full spatial covariances.")
+
+        def compute(a: Tensor, b: Optional[Tensor]):
+            return self.apply_kernel(inputs_to_kernel(a, b, diagonal_spatial=diagonal_spatial))
+
+        from widelimit.scale.blocking import run_blocked
+        k = run_blocked(compute, t1, t2, max_memory, probe=t1.ndim > 2 or max_memory is not None)
         if isinstance(k, (list, tuple)):
             out = [select(ki, get) for ki in k]
             return to_output(out, was_numpy) if get is not None else out

@@ -44,11 +44,11 @@ def elementwise_rule(k: Kernel, dual: Callable, name: str, pair: bool = True) ->
         nngp, ntk = k.nngp, k.ntk
     elif k.ntk is None:
         nngp, ntk = dual(k.nngp, v1, v2, False)[0], None
-    elif getattr(dual, "no_compile", False):
+    elif not getattr(dual, "no_compile", False) and _compile.will_compile(k.nngp, k.ntk):
+        nngp, ntk = _compile.run(_fused(dual), k.nngp, v1, v2, k.ntk)
+    else:
         nngp, t_dot = dual(k.nngp, v1, v2, True)
         ntk = t_dot * k.ntk
-    else:
-        nngp, ntk = _compile.run(_fused(dual), k.nngp, v1, v2, k.ntk)
     cov1 = dual(k.cov1, *self_variances(k, k.cov1), False)[0]
     cov2 = None if k.cov2 is None else dual(k.cov2, *self_variances(k, k.cov2), False)[0]
     return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)

@@ -1,0 +1,51 @@
+"""Monte Carlo estimates of NNGP / NTK over real finite networks (shared by the tests).
+
+Empirical NNGP: mean over independently initialised networks of f(x1) f(x2)^T / out_dim.
+Empirical NTK: mean over networks and outputs of J_o(x1) J_o(x2)^T (torch.func.jacrev).
+The tolerance is ``k`` standard errors of the mean (estimated from the per-network
+spread) plus a finite-width allowance ``bias / width`` relative to the kernel scale.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.func import functional_call, jacrev
+
+
+def _per_net(net, x1, x2, seed, ntk: bool):
+    m = net.module(tuple(x1.shape[1:]), dtype=x1.dtype, seed=seed)
+    with torch.no_grad():
+        f1, f2 = m(x1), m(x2)
+    g = (f1 @ f2.T / f1.shape[1]).numpy()
+    if not ntk:
+        return g, None
+    params = {k: v.detach() for k, v in m.named_parameters()}
+
+    def f(p, x):
+        return functional_call(m, p, (x,))
+
+    j1 = jacrev(f)(params, x1)
+    j2 = jacrev(f)(params, x2)
+    t = sum(torch.einsum("ao...,bo...->ab", j1[k].flatten(2), j2[k].flatten(2)) for k in params)
+    return g, (t / f1.shape[1]).numpy()
+
+
+def mc_kernels(net, x1, x2, n_nets: int, ntk: bool = False):
+    gs, ts = [], []
+    for s in range(n_nets):
+        g, t = _per_net(net, x1, x2, 1000 + s, ntk)
+        gs.append(g)
+        if t is not None:
+            ts.append(t)
+    return np.stack(gs), (np.stack(ts) if ntk else None)
+
+
+def assert_mc_close(samples: np.ndarray, exact: np.ndarray, width: int, k: float = 5.0,
+                    bias: float = 3.0, what: str = ""):
+    mean = samples.mean(0)
+    se = samples.std(0, ddof=1) / np.sqrt(samples.shape[0])
+    scale = np.abs(exact).max()
+    tol = k * se + bias * scale / width
+    err = np.abs(mean - exact)
+    assert np.all(err <= tol), (f"{what}: MC mean deviates; max err/tol "
+                                f"{(err / tol).max():.2f}\nmean={mean}\nexact={exact}\nse={se}")

@@ -1,0 +1,120 @@
+"""Pooling, flattening, global pooling, indexing and resizing of spatial kernels.
+
+Pooling is linear, so for ``y[a] = sum_{d in window} w_a z[s a + d]`` the covariance
+pools independently over each position of the pair (Novak et al. 2019, Sec. 3.2;
+the "LAP" of Arora et al. 2019):
+
+    K'[a, a'] = sum_{d, d'} w_a w_a' K[s a + d, s a' + d']
+
+which is separable: one strided box filter along S_i and one along S_i' per spatial
+dimension (:func:`widelimit.kernels.rules.conv.box_sum`).  AvgPool divides by the
+window size (or, with ``normalize_edges`` and SAME padding, by the number of valid
+positions of each window, as ``torch.nn.AvgPool2d(count_include_pad=False)``).
+
+Global average pooling is the mean over all position pairs; Flatten followed by a
+dense layer sees the mean over the *diagonal* (same-position) entries
+(neural-tangents' ``Flatten``), so Flatten works in the diagonal-spatial layout too.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from widelimit.kernels.rules.conv import box_sum, conv_out_size, spatial_map
+from widelimit.kernels.state import Kernel, _diag_spatial
+
+__all__ = ["pool_rule", "global_pool_rule", "flatten_rule", "map_kernel"]
+
+
+def map_kernel(k: Kernel, fn, **changes) -> Kernel:
+    """Apply ``fn(mat, batch_ndim)`` to nngp, ntk (unless 0-d), cov1 and cov2."""
+    ntk = k.ntk if k.ntk is None or k.ntk.ndim == 0 else fn(k.ntk, 2)
+    return k.replace(nngp=fn(k.nngp, 2), ntk=ntk, cov1=fn(k.cov1, 1),
+                     cov2=None if k.cov2 is None else fn(k.cov2, 1), **changes)
+
+
+def _edge_counts(n: int, f: int, s: int, padding: str, like: Tensor) -> Tensor:
+    ones = torch.ones(n, dtype=like.dtype, device=like.device)
+    return box_sum(ones, 0, f, s, padding)
+
+
+def _scale_axis(x: Tensor, axis: int, w: Tensor) -> Tensor:
+    shape = [1] * x.ndim
+    shape[axis] = w.shape[0]
+    return x * w.reshape(shape)
+
+
+def pool_rule(k: Kernel, window: Sequence[int], strides: Sequence[int], padding: str,
+              average: bool, normalize_edges: bool) -> Kernel:
+    """Kernel after AvgPool / SumPool with the given window, strides and padding."""
+    if k.diagonal_spatial and k.n_spatial:
+        raise ValueError("Pooling needs the full spatial covariance (diagonal_spatial=False).")
+
+    def one_axis(x: Tensor, axis: int, i: int) -> Tensor:
+        n = x.shape[axis]
+        out = box_sum(x, axis, window[i], strides[i], padding)
+        if average:
+            if normalize_edges and padding == "SAME":
+                w = 1.0 / _edge_counts(n, window[i], strides[i], padding, x)
+            else:
+                w = torch.full((out.shape[axis],), 1.0 / window[i], dtype=x.dtype, device=x.device)
+            out = _scale_axis(out, axis, w)
+        return out
+
+    def full(x: Tensor, axis: int, i: int) -> Tensor:
+        return one_axis(one_axis(x, axis, i), axis + 1, i)
+
+    def fn(mat, batch_ndim):
+        return spatial_map(mat, batch_ndim, False, None, full)
+
+    def shape(sh: tuple) -> tuple:
+        sp = tuple(conv_out_size(n, f, s, padding, "window_shape")
+                   for n, f, s in zip(sh[2:], window, strides))
+        return sh[:2] + sp
+
+    return map_kernel(k, fn, shape1=shape(k.shape1), shape2=shape(k.shape2))
+
+
+def global_pool_rule(k: Kernel, average: bool) -> Kernel:
+    """GlobalAvgPool / GlobalSumPool: sum (or mean) over all pairs of positions."""
+    if not k.n_spatial:
+        raise ValueError(f"Global pooling needs spatial inputs, got shape {k.shape1}.")
+    if k.diagonal_spatial:
+        raise ValueError("Global pooling needs the full spatial covariance (diagonal_spatial=False).")
+    size = 1
+    for n in k.shape1[2:]:
+        size *= n
+
+    def fn(mat: Tensor, batch_ndim: int) -> Tensor:
+        out = mat.sum(tuple(range(batch_ndim, mat.ndim)))
+        return out / (size * size) if average else out
+
+    return map_kernel(k, fn, shape1=k.shape1[:2], shape2=k.shape2[:2], diagonal_spatial=True)
+
+
+def flatten_rule(k: Kernel) -> Kernel:
+    """Flatten: the mean over same-position entries (what a following Dense layer sees)."""
+    if not k.n_spatial:
+        return k
+
+    def fn(mat: Tensor, batch_ndim: int) -> Tensor:
+        d = mat if k.diagonal_spatial else _diag_spatial_b(mat, batch_ndim)
+        return d.mean(tuple(range(batch_ndim, d.ndim)))
+
+    width1 = 1
+    for n in k.shape1[1:]:
+        width1 *= n
+    return map_kernel(k, fn, shape1=(k.shape1[0], width1), shape2=(k.shape2[0], width1),
+                      is_gaussian=False, diagonal_spatial=True, mask1=None, mask2=None)
+
+
+def _diag_spatial_b(mat: Tensor, batch_ndim: int) -> Tensor:
+    if batch_ndim == 1:
+        return _diag_spatial(mat, (mat.ndim - 1) // 2)
+    n_sp = (mat.ndim - 2) // 2
+    for _ in range(n_sp):
+        mat = torch.diagonal(mat, dim1=2, dim2=3)
+    return mat
+

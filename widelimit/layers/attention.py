@@ -1,0 +1,153 @@
+"""GlobalSelfAttention (``neural_tangents.stax.GlobalSelfAttention`` with linear scaling)."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter
+
+from widelimit._tensors import check_positive
+from widelimit.kernels.rules.attention import MECHANISMS, attention_rule, positional_covariance
+from widelimit.kernels.state import Kernel
+from widelimit.layers.base import Layer
+
+__all__ = ["GlobalSelfAttention", "SelfAttentionModule"]
+
+POS_EMB = ("NONE", "SUM", "CONCAT")
+
+
+class SelfAttentionModule(LazyModuleMixin, nn.Module):
+    """Finite multi-head self-attention over all positions of (N, C, *S) inputs.
+
+    Linear scaling with tied queries and keys (as neural-tangents): G = phi(QK_std
+    X Wk Wk^T X^T / (C n_key)), heads = G X Wv, output = OV_std heads Wo / sqrt(C n_val
+    n_heads) + b_std b, with all weights ~ N(0, 1).
+    """
+
+    cls_to_become = None
+
+    def __init__(self, layer: "GlobalSelfAttention"):
+        super().__init__()
+        self.cfg = layer
+        self.key = UninitializedParameter()
+        self.value = UninitializedParameter()
+        self.out = UninitializedParameter()
+        self.bias = UninitializedParameter() if layer.b_std is not None else None
+        self.pos_emb = UninitializedParameter() if layer.pos_emb_type != "NONE" else None
+
+    def initialize_parameters(self, x: Tensor) -> None:
+        if not self.has_uninitialized_params():
+            return
+        c, cfg = x.shape[1], self.cfg
+        cp = c if cfg.n_chan_pos_emb is None else cfg.n_chan_pos_emb
+        c_keys = c + (cp if cfg.pos_emb_type == "CONCAT" else 0)
+        c_vals = c + (cp if cfg.pos_emb_type == "CONCAT" and cfg.val_pos_emb else 0)
+        kw = dict(dtype=x.dtype, device=x.device)
+        with torch.no_grad():
+            self.key.materialize((cfg.n_heads, c_keys, cfg.n_chan_key), **kw)
+            self.value.materialize((cfg.n_heads, c_vals, cfg.n_chan_val), **kw)
+            self.out.materialize((cfg.n_chan_val * cfg.n_heads, cfg.n_chan_out), **kw)
+            if self.bias is not None:
+                self.bias.materialize((cfg.n_chan_out,), **kw)
+            if self.pos_emb is not None:
+                self.pos_emb.materialize((cp,) + tuple(x.shape[2:]), **kw)
+            for p in self.parameters():
+                p.normal_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        cfg = self.cfg
+        n, spatial = x.shape[0], tuple(x.shape[2:])
+        tokens = x.flatten(2).transpose(1, 2)                                # (N, P, C)
+        values_in = tokens
+        if self.pos_emb is not None:
+            pe = self.pos_emb.flatten(1).T                                    # (P, Cp)
+            if cfg.pos_emb_decay_fn is not None:
+                r = positional_covariance(spatial, cfg.pos_emb_p_norm, cfg.pos_emb_decay_fn, pe)
+                pe = torch.linalg.cholesky(r) @ pe
+            pe = cfg.W_pos_emb_std * pe
+            if cfg.pos_emb_type == "SUM":
+                tokens = tokens + pe
+            else:
+                tokens = torch.cat([tokens, pe.expand(n, -1, -1)], -1)
+            if cfg.val_pos_emb:
+                values_in = tokens
+        keys = torch.einsum("npc,hck->hnpk", tokens, self.key)
+        vals = torch.einsum("npc,hck->hnpk", values_in, self.value)
+        g = keys @ keys.transpose(-1, -2) * (cfg.qk_std / (tokens.shape[-1] * cfg.n_chan_key))
+        g = MECHANISMS[cfg.attention_mechanism](g)
+        heads = (g @ vals).permute(1, 2, 3, 0).reshape(n, tokens.shape[1], -1)   # (N, P, V H)
+        out = heads @ self.out * (cfg.ov_std / math.sqrt(cfg.n_chan_val * cfg.n_heads *
+                                                         values_in.shape[-1]))
+        if self.bias is not None:
+            out = out + cfg.b_std * self.bias
+        return out.transpose(1, 2).reshape((n, cfg.n_chan_out) + spatial)
+
+
+class GlobalSelfAttention(Layer):
+    """Multi-head dot-product self-attention over all positions, in the infinite-width
+    limit of Hron et al. 2020 (``neural_tangents.stax.GlobalSelfAttention``, linear scaling).
+
+    Args:
+        n_chan_out, n_chan_key, n_chan_val, n_heads: widths (irrelevant for the kernel).
+        W_key_std, W_value_std, W_query_std, W_out_std, b_std: weight scales.
+        attention_mechanism: ``"SOFTMAX"``, ``"IDENTITY"``, ``"RELU"`` or ``"ABS"``.
+        pos_emb_type: ``"NONE"``, ``"SUM"`` or ``"CONCAT"`` positional embeddings.
+        pos_emb_p_norm, pos_emb_decay_fn: embedding covariance ``decay_fn(|p - p'|_p^p)``
+            (None: independent embeddings per position).
+        n_chan_pos_emb, W_pos_emb_std, val_pos_emb: as neural-tangents.
+    """
+
+    needs_full_spatial = True
+    width_attr = "n_chan_out"
+
+    def __init__(self, n_chan_out: int, n_chan_key: int, n_chan_val: int, n_heads: int,
+                 linear_scaling: bool = True, W_key_std=1.0, W_value_std=1.0, W_query_std=1.0,
+                 W_out_std=1.0, b_std=None, attention_mechanism: str = "SOFTMAX",
+                 pos_emb_type: str = "NONE", pos_emb_p_norm: float = 2,
+                 pos_emb_decay_fn: Optional[Callable] = None, n_chan_pos_emb: Optional[int] = None,
+                 W_pos_emb_std=1.0, val_pos_emb: bool = False):
+        for name, v in (("n_chan_out", n_chan_out), ("n_chan_key", n_chan_key),
+                        ("n_chan_val", n_chan_val), ("n_heads", n_heads)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {v!r}.")
+        if not linear_scaling:
+            raise NotImplementedError("Only linear_scaling=True has a closed-form kernel for every "
+                                      "attention mechanism (as in neural-tangents); use it.")
+        for name, v in (("W_key_std", W_key_std), ("W_value_std", W_value_std),
+                        ("W_query_std", W_query_std), ("W_out_std", W_out_std),
+                        ("W_pos_emb_std", W_pos_emb_std)):
+            check_positive(v, name)
+        check_positive(b_std, "b_std", allow_zero=True, allow_none=True)
+        mech = str(attention_mechanism).upper()
+        if mech not in MECHANISMS:
+            raise ValueError(f"`attention_mechanism` must be one of {tuple(MECHANISMS)}, got "
+                             f"{attention_mechanism!r}.")
+        pe = str(pos_emb_type).upper()
+        if pe not in POS_EMB:
+            raise ValueError(f"`pos_emb_type` must be one of {POS_EMB}, got {pos_emb_type!r}.")
+        self.n_chan_out, self.n_chan_key, self.n_chan_val = n_chan_out, n_chan_key, n_chan_val
+        self.n_heads, self.attention_mechanism, self.pos_emb_type = n_heads, mech, pe
+        self.qk_std = float(W_query_std) * float(W_key_std)
+        self.ov_std = float(W_out_std) * float(W_value_std)
+        self.b_std = b_std
+        self.pos_emb_p_norm, self.pos_emb_decay_fn = pos_emb_p_norm, pos_emb_decay_fn
+        self.n_chan_pos_emb, self.W_pos_emb_std = n_chan_pos_emb, float(W_pos_emb_std)
+        self.val_pos_emb = bool(val_pos_emb)
+
+    def apply_kernel(self, k: Kernel) -> Kernel:
+        return attention_rule(k, qk_var=self.qk_std, ov_std=self.ov_std, b_std=self.b_std,
+                              mechanism=self.attention_mechanism, pos_emb=self.pos_emb_type,
+                              p_norm=self.pos_emb_p_norm, decay_fn=self.pos_emb_decay_fn,
+                              n_chan_pos_emb=self.n_chan_pos_emb, W_pos_emb_std=self.W_pos_emb_std,
+                              val_pos_emb=self.val_pos_emb, n_chan_out=self.n_chan_out)
+
+    def build(self) -> nn.Module:
+        return SelfAttentionModule(self)
+
+    def __repr__(self) -> str:
+        return (f"GlobalSelfAttention({self.n_chan_out}, {self.n_chan_key}, {self.n_chan_val}, "
+                f"{self.n_heads}, mechanism={self.attention_mechanism!r}, "
+                f"pos_emb_type={self.pos_emb_type!r})")

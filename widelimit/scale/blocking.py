@@ -1,0 +1,276 @@
+"""Block planner: compute an (N1, N2) kernel in blocks of input pairs under a memory budget.
+
+Convolutional kernels with full spatial covariances hold (b1, b2, H, H, W, W) tensors:
+for 64 images of 32x32 that is 4 GiB per tensor in float32.  :func:`plan_blocks`
+measures, on a single pair of inputs, the largest tensor any operation of the
+architecture creates (M elements per pair) and the size of the result per pair, and
+picks the largest blocks with
+
+    LIVE_TENSORS * (b1 b2 + b1 + b2) * M * itemsize  +  result  <=  max_memory
+
+(b1 b2 pair entries for nngp/ntk, b1 + b2 per-example entries for cov1/cov2).  The
+kernel is then computed block by block with the same rules and written into the
+result; for ``x2 = None`` only blocks on and above the diagonal are computed and the
+others are mirrored.  Blocking never changes the arithmetic of an entry: the
+unblocked result for ``x2 = None`` is mirrored the same way (entries below the
+diagonal are copied from above it), so blocked and unblocked results are identical
+bit for bit, and exactly symmetric.
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from widelimit._tensors import parse_bytes
+
+__all__ = ["LIVE_TENSORS", "DEFAULT_FRACTION", "available_memory", "resolve_budget", "Plan",
+           "plan_blocks", "run_blocked"]
+
+#: assumed number of simultaneously live tensors of the largest size (nngp, ntk, variances,
+#: and the temporaries of a nonlinearity's dual); calibrated with benchmarks/conv.py
+LIVE_TENSORS = 10
+#: default budget: this fraction of the memory available when the call starts
+DEFAULT_FRACTION = 0.5
+#: for image kernels, blocks are also kept small enough that the largest tensor has about
+#: this many elements: it then stays in cache and below glibc's mmap threshold (32 MB),
+#: which avoids a page fault per 4 KB on every operation; 3-10x faster than one big block
+CACHE_ELEMENTS = 2**19
+
+
+def available_memory(device: Optional[torch.device] = None) -> int:
+    """Bytes available now: free GPU memory for CUDA, else MemAvailable of /proc/meminfo."""
+    if device is not None and torch.device(device).type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def resolve_budget(max_memory: Union[None, int, float, str], device=None) -> int:
+    if max_memory is None:
+        return int(DEFAULT_FRACTION * available_memory(device))
+    return parse_bytes(max_memory, "max_memory")
+
+
+class _MaxNumel(TorchDispatchMode):
+    """Records the largest tensor produced by any operation."""
+
+    def __init__(self):
+        super().__init__()
+        self.max_numel = 1
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, Tensor):
+                self.max_numel = max(self.max_numel, t.numel())
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    b1: int
+    b2: int
+    per_pair: int          # elements of the largest intermediate, per pair of inputs
+    out_per_pair: int      # elements of the result, per pair of inputs
+    budget: int
+
+
+def _fmt(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n}"
+
+
+def _result_numel(res) -> int:
+    if isinstance(res, (list, tuple)):
+        return sum(_result_numel(r) for r in res)
+    return sum(t.numel() for t in (res.nngp, res.ntk) if t is not None)
+
+
+def plan_blocks(compute: Callable, x1: Tensor, x2: Optional[Tensor], budget: int,
+                cache_elements: Optional[int] = None) -> Plan:
+    """Choose block sizes (b1, b2) for ``compute(x1_block, x2_block_or_None)``.
+
+    The blocks are the largest that fit ``budget`` (bytes) and, if given, keep the
+    largest tensor near ``cache_elements`` elements.
+    """
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    item = x1.element_size()
+    probe = _MaxNumel()
+    with torch.no_grad(), probe:
+        res = compute(x1[:1], None if x2 is None else x2[:1])
+    per_pair = max(probe.max_numel, 1)
+    out_per_pair = max(_result_numel(res), 1)
+    out_bytes = n1 * n2 * out_per_pair * item
+    free = budget - out_bytes - (x1.numel() + (0 if x2 is None else x2.numel())) * item
+    unit = LIVE_TENSORS * per_pair * item          # bytes per (b1 b2 + b1 + b2) entry
+    cap = free / unit
+    mem_cap = cap
+    if cache_elements:
+        cap = min(cap, max(3.0, cache_elements / per_pair))
+    if mem_cap < 3:
+        need = out_bytes + 3 * unit
+        raise ValueError(
+            f"`max_memory`={_fmt(budget)} is too small: one block of a single pair of inputs "
+            f"needs about {_fmt(3 * unit)} (largest intermediate: {per_pair} elements per pair) "
+            f"and the result {_fmt(out_bytes)}; pass max_memory of at least {_fmt(need)}.")
+    if x2 is None:   # square blocks so that mirrored blocks line up
+        b = int((math.sqrt(1 + cap) - 1))
+        b1 = b2 = max(1, min(n1, b))
+    else:
+        b1 = max(1, min(n1, int(math.sqrt(cap + 1) - 1)))
+        b2 = max(1, min(n2, int((cap - b1) / (b1 + 1))))
+        if b2 == n2:                                   # give the slack back to b1
+            b1 = max(1, min(n1, int((cap - b2) / (b2 + 1))))
+    return Plan(b1, b2, per_pair, out_per_pair, budget)
+
+
+def _swap_pairs(mat: Tensor, full_spatial: bool) -> Tensor:
+    """Kernel of (x2, x1) from that of (x1, x2): swap batch axes and each position pair."""
+    if mat.ndim == 0:
+        return mat
+    perm = [1, 0]
+    rest = list(range(2, mat.ndim))
+    if full_spatial:
+        for i in range(0, len(rest), 2):
+            perm += [rest[i + 1], rest[i]]
+    else:
+        perm += rest
+    return mat.permute(perm)
+
+
+def mirror_lower(mat: Optional[Tensor], full_spatial: bool) -> Optional[Tensor]:
+    """Copy the entries above the batch diagonal of an (N, N, ...) kernel below it."""
+    if mat is None or mat.ndim < 2:
+        return mat
+    n = mat.shape[0]
+    lower = torch.ones(n, n, dtype=torch.bool, device=mat.device).tril_(-1)
+    lower = lower.reshape((n, n) + (1,) * (mat.ndim - 2))
+    return torch.where(lower, _swap_pairs(mat, full_spatial), mat)
+
+
+def _mirror_kernel(k):
+    if isinstance(k, (list, tuple)):
+        return [_mirror_kernel(ki) for ki in k]
+    full = k.n_spatial > 0 and not k.diagonal_spatial
+    return k.replace(nngp=mirror_lower(k.nngp, full), ntk=mirror_lower(k.ntk, full))
+
+
+def _assemble(blocks: dict, rows: list, cols: list, symmetric: bool):
+    """Stitch a dict {(i, j): Kernel} of blocks into one Kernel."""
+    first = blocks[(0, 0)]
+    n1 = rows[-1].stop
+    n2 = cols[-1].stop
+    full = first.n_spatial > 0 and not first.diagonal_spatial
+
+    def stitch(name: str) -> Optional[Tensor]:
+        t0 = getattr(first, name)
+        if t0 is None or t0.ndim == 0:
+            return t0
+        out = t0.new_empty((n1, n2) + tuple(t0.shape[2:]))
+        for (i, j), k in blocks.items():
+            t = getattr(k, name)
+            out[rows[i], cols[j]] = t
+            if symmetric and i != j:
+                out[cols[j], rows[i]] = _swap_pairs(t, full)
+        return out
+
+    cov1 = torch.cat([blocks[(i, i if symmetric else 0)].cov1 for i in range(len(rows))])
+    cov2 = None
+    if not symmetric:
+        cov2 = torch.cat([blocks[(0, j)].cov2 if blocks[(0, j)].cov2 is not None
+                          else blocks[(0, j)].cov1 for j in range(len(cols))])
+    return first.replace(nngp=stitch("nngp"), ntk=stitch("ntk"), cov1=cov1, cov2=cov2,
+                         shape1=(n1,) + tuple(first.shape1[1:]),
+                         shape2=(n2,) + tuple(first.shape2[1:]))
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim: hand freed block memory back to the OS (freed per-thread arena
+    memory otherwise accumulates in the resident set over thousands of blocks)."""
+    try:
+        import ctypes
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+        return lambda: trim(0)
+    except (OSError, AttributeError):
+        return lambda: None
+
+
+_TRIM = _malloc_trim()
+#: give memory back to the OS after this many blocks
+TRIM_EVERY = 16
+
+
+def _slices(n: int, b: int) -> list:
+    return [slice(i, min(i + b, n)) for i in range(0, n, b)]
+
+
+def run_blocked(compute: Callable, x1: Tensor, x2: Optional[Tensor], max_memory: Any = None,
+                probe: bool = True):
+    """``compute(x1, x2)`` (returning a Kernel or list of Kernels) in blocks of pairs.
+
+    With ``probe=False`` (vector inputs and no explicit budget) everything is one block.
+    """
+    if probe:
+        plan = plan_blocks(compute, x1, x2, resolve_budget(max_memory, x1.device),
+                           CACHE_ELEMENTS if x1.ndim > 2 else None)
+    else:
+        plan = Plan(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0], 1, 1, 0)
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    if plan.b1 >= n1 and plan.b2 >= n2:
+        return _mirror_kernel(compute(x1, None)) if x2 is None else compute(x1, x2)
+    rows, cols = _slices(n1, plan.b1), _slices(n2, plan.b2)
+    symmetric = x2 is None
+    todo = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (symmetric and j < i)]
+
+    grad = torch.is_grad_enabled()     # thread-local: carry it into the worker threads
+    order = {key: t for t, key in enumerate(todo)}
+
+    def one(key):
+        i, j = key
+        with torch.set_grad_enabled(grad):
+            if symmetric and i == j:
+                out = _mirror_kernel(compute(x1[rows[i]], None))
+            else:
+                out = compute(x1[rows[i]], (x1 if symmetric else x2)[cols[j]])
+        if order[key] % TRIM_EVERY == TRIM_EVERY - 1:
+            _TRIM()
+        return out
+
+    threads = torch.get_num_threads()
+    if threads > 1 and len(todo) > 1 and x1.device.type == "cpu":
+        # one block per thread, single-threaded operations: no barrier per operation (which
+        # costs a lot on small tensors and on shared machines); same arithmetic per entry
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(min(threads, len(todo))) as pool:
+                results = dict(zip(todo, pool.map(one, todo)))
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        results = {key: one(key) for key in todo}
+    first = results[(0, 0)]
+    if isinstance(first, (list, tuple)):
+        return [_assemble({key: v[m] for key, v in results.items()}, rows, cols, symmetric)
+                for m in range(len(first))]
+    return _assemble(results, rows, cols, symmetric)
