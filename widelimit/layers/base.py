@@ -13,6 +13,7 @@ and its module (the neural-tangents ``(init_fn, apply_fn, kernel_fn)`` triple).
 from __future__ import annotations
 
 import copy
+import math
 from collections import namedtuple
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -127,8 +128,12 @@ class Layer:
         def compute(a: Tensor, b: Optional[Tensor]):
             return self.apply_kernel(inputs_to_kernel(a, b, diagonal_spatial=diagonal_spatial))
 
-        from widelimit.scale.blocking import run_blocked
-        k = run_blocked(compute, t1, t2, max_memory, probe=t1.ndim > 2 or max_memory is not None)
+        from widelimit.scale.blocking import SMALL_PROBLEM, run_blocked
+        n2 = t1.shape[0] if t2 is None else t2.shape[0]
+        # small image problems run in one block, without the planner's probe and threads
+        small = t1.shape[0] * n2 * math.prod(t1.shape[2:]) ** 2 <= SMALL_PROBLEM
+        k = run_blocked(compute, t1, t2, max_memory,
+                        probe=(t1.ndim > 2 and not small) or max_memory is not None)
         if isinstance(k, (list, tuple)):
             out = [select(ki, get) for ki in k]
             return to_output(out, was_numpy) if get is not None else out
