@@ -22,3 +22,11 @@ from widelimit import optim  # noqa: E402
 from widelimit import predict  # noqa: E402
 from widelimit.estimators import NTKRegressor, NTKClassifier  # noqa: E402
 from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402
+
+__all__ = [
+    "layers", "Kernel", "monte_carlo_kernel_fn",
+    "empirical_ntk", "empirical_nngp", "empirical_kernel_fn", "linearize", "taylor_expand",
+    "NtkImplementation",
+    "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",
+    "optim", "predict", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
+]

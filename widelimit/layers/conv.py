@@ -18,7 +18,7 @@ from widelimit.kernels.rules.conv import (check_padding, conv_local_rule, conv_o
                                           conv_rule, pad_axis)
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
-from widelimit.layers.dense import _float, check_affine_args
+from widelimit.layers.dense import _float, check_affine_args, init_affine_
 
 __all__ = ["Conv", "ConvLocal", "ConvModule", "ConvLocalModule", "pad_input", "check_tuple"]
 
@@ -87,15 +87,8 @@ class _LazyAffine(LazyModuleMixin, nn.Module):
     def reset_parameters(self) -> None:
         if self.has_uninitialized_params():
             return
-        with torch.no_grad():
-            if self.parameterization == "ntk":
-                self.weight.normal_()
-                if self.bias is not None:
-                    self.bias.normal_()
-            else:
-                self.weight.normal_(0.0, self.W_std / math.sqrt(self.fan_in / self.s[0]))
-                if self.bias is not None:
-                    self.bias.normal_(0.0, self.b_std)
+        init_affine_(self.weight, self.bias, self.parameterization, self.W_std, self.b_std,
+                     self.fan_in, self.s[0])
 
     def _finish(self, out: Tensor) -> Tensor:
         if self.parameterization == "ntk":

@@ -30,6 +30,24 @@ def _float(v) -> Optional[float]:
     return None if v is None else float(v.detach()) if isinstance(v, Tensor) else float(v)
 
 
+def init_affine_(weight: Tensor, bias: Optional[Tensor], parameterization: str, W_std: float,
+                 b_std: Optional[float], fan_in: int, s0: int) -> None:
+    """Initialise a random affine layer in place (shared by Dense and Conv modules).
+
+    NTK parametrization: W, b ~ N(0, 1) (the scales live in the forward pass);
+    standard: W ~ N(0, W_std^2 s0 / fan_in), b ~ N(0, b_std^2).
+    """
+    with torch.no_grad():
+        if parameterization == "ntk":
+            weight.normal_()
+            if bias is not None:
+                bias.normal_()
+        else:
+            weight.normal_(0.0, W_std / math.sqrt(fan_in / s0))
+            if bias is not None:
+                bias.normal_(0.0, b_std)
+
+
 class DenseModule(nn.LazyLinear):
     """Finite dense layer acting on the last axis.
 
@@ -61,15 +79,8 @@ class DenseModule(nn.LazyLinear):
     def reset_parameters(self) -> None:
         if self.has_uninitialized_params() or self.in_features == 0:
             return
-        with torch.no_grad():
-            if self.parameterization == "ntk":
-                self.weight.normal_()
-                if self.bias is not None:
-                    self.bias.normal_()
-            else:
-                self.weight.normal_(0.0, self.W_std / math.sqrt(self.in_features / self.s[0]))
-                if self.bias is not None:
-                    self.bias.normal_(0.0, self.b_std)
+        init_affine_(self.weight, self.bias, self.parameterization, self.W_std, self.b_std,
+                     self.in_features, self.s[0])
 
     @property
     def weight_multiplier(self) -> float:

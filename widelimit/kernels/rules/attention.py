@@ -25,7 +25,7 @@ from widelimit.kernels.rules.affine import affine
 from widelimit.kernels.state import Kernel
 
 __all__ = ["to_flat", "from_flat", "positional_covariance", "attention_weights",
-           "attention_rule", "aggregate_rule", "MECHANISMS"]
+           "attention_rule", "MECHANISMS"]
 
 MECHANISMS: dict = {
     "SOFTMAX": lambda g: torch.softmax(g, -1),
