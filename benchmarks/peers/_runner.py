@@ -26,6 +26,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cases import all_cases  # noqa: E402
 
 
+def flatten(obj, array_types: tuple, prefix: str = "") -> dict:
+    """Nested tuples / namedtuples / dicts of arrays -> {"a/b": array} (either library)."""
+    if isinstance(obj, array_types):
+        return {prefix or "out": obj}
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif hasattr(obj, "_fields"):
+        items = zip(obj._fields, obj)
+    elif isinstance(obj, (tuple, list)):
+        items = enumerate(obj)
+    else:
+        raise TypeError(f"cannot flatten {type(obj)}")
+    out = {}
+    for k, v in items:
+        out.update(flatten(v, array_types, f"{prefix}/{k}" if prefix else str(k)))
+    return out
+
+
 def rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6   # KiB on Linux
 

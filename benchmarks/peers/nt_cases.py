@@ -33,21 +33,8 @@ def setup(args) -> dict:
             "scipy": scipy.__version__, "jax_backend": jax.default_backend()}
 
 
-def flatten(obj, prefix="") -> dict:
-    if isinstance(obj, (jax.Array, np.ndarray)):
-        return {prefix or "out": obj}
-    if isinstance(obj, dict):
-        items = obj.items()
-    elif hasattr(obj, "_fields"):
-        items = zip(obj._fields, obj)
-    elif isinstance(obj, (tuple, list)):
-        items = enumerate(obj)
-    else:
-        raise TypeError(f"cannot flatten {type(obj)}")
-    out = {}
-    for k, v in items:
-        out.update(flatten(v, f"{prefix}/{k}" if prefix else str(k)))
-    return out
+def flatten(obj) -> dict:
+    return _runner.flatten(obj, (jax.Array, np.ndarray))
 
 
 def prepare(case, dtype):

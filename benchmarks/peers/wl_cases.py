@@ -32,22 +32,8 @@ def setup(args) -> dict:
             "torch_threads": torch.get_num_threads(), "compile_mode": mode}
 
 
-def flatten(obj, prefix="") -> dict:
-    """Nested tuples / namedtuples / dicts of tensors -> {"a/b": tensor}."""
-    if isinstance(obj, torch.Tensor) or isinstance(obj, np.ndarray):
-        return {prefix or "out": obj}
-    if isinstance(obj, dict):
-        items = obj.items()
-    elif hasattr(obj, "_fields"):
-        items = zip(obj._fields, obj)
-    elif isinstance(obj, (tuple, list)):
-        items = enumerate(obj)
-    else:
-        raise TypeError(f"cannot flatten {type(obj)}")
-    out = {}
-    for k, v in items:
-        out.update(flatten(v, f"{prefix}/{k}" if prefix else str(k)))
-    return out
+def flatten(obj) -> dict:
+    return _runner.flatten(obj, (torch.Tensor, np.ndarray))
 
 
 def _check(arch):
