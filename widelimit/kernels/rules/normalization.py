@@ -32,13 +32,11 @@ def layer_norm_rule(k: Kernel, eps: float) -> Kernel:
                      cov1=cov1, cov2=cov2)
 
 
-def _scale_diagonal(mat: torch.Tensor, factor: float, batch_pair: bool) -> torch.Tensor:
-    """Multiply entries that pair an example (and position) with itself by ``factor``."""
-    if batch_pair:
-        eye = torch.eye(mat.shape[0], mat.shape[1], dtype=mat.dtype, device=mat.device)
-        eye = eye.reshape(eye.shape + (1,) * (mat.ndim - 2))
-        return mat * (1 + (factor - 1) * eye)
-    return mat * factor
+def _scale_diagonal(mat: torch.Tensor, factor: float) -> torch.Tensor:
+    """Multiply the entries that pair an example with itself by ``factor``."""
+    eye = torch.eye(mat.shape[0], mat.shape[1], dtype=mat.dtype, device=mat.device)
+    eye = eye.reshape(eye.shape + (1,) * (mat.ndim - 2))
+    return mat * (1 + (factor - 1) * eye)
 
 
 def dropout_rule(k: Kernel, rate: float) -> Kernel:
@@ -50,8 +48,8 @@ def dropout_rule(k: Kernel, rate: float) -> Kernel:
     factor = 1.0 / rate
     nngp, ntk = k.nngp, k.ntk
     if k.x1_is_x2:
-        nngp = _scale_diagonal(nngp, factor, True)
-        ntk = None if ntk is None else _scale_diagonal(ntk.expand_as(nngp), factor, True)
+        nngp = _scale_diagonal(nngp, factor)
+        ntk = None if ntk is None else _scale_diagonal(ntk.expand_as(nngp), factor)
     return k.replace(nngp=nngp, ntk=ntk, cov1=k.cov1 * factor,
                      cov2=None if k.cov2 is None else k.cov2 * factor, is_gaussian=False)
 
