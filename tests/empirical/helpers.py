@@ -115,6 +115,20 @@ class Shared(nn.Module):
         return self.seq(h).mean(1)  # (N, 3)
 
 
+class InputSkip(nn.Module):
+    """A skip connection from the input past the first Linear (the structured path cannot
+    replicate the batch at the first layer's output here and must replicate the inputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 6)
+        self.fc2 = nn.Linear(6, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.fc2(torch.relu(self.fc1(x))) + x))
+
+
 def make_model(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     """A seeded float64 model and its per-example input shape."""
     m, shape = _make(name)
@@ -146,10 +160,12 @@ def _make(name: str) -> tuple[nn.Module, tuple[int, ...]]:
         return MultiOut(), (6,)
     if name == "shared":
         return Shared(), (4, 5)
+    if name == "skip":
+        return InputSkip(), (4,)
     raise KeyError(name)
 
 
-MODELS = ["mlp", "conv_bn", "conv1d", "multi_out", "shared"]
+MODELS = ["mlp", "conv_bn", "conv1d", "multi_out", "shared", "skip"]
 
 
 @pytest.fixture

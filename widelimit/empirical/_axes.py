@@ -20,6 +20,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from widelimit._tensors import gram
+
 __all__ = ["OutAxes"]
 
 
@@ -116,20 +118,21 @@ class OutAxes:
         return math.prod(s if (k in self.trace or k in self.diag) else s * s
                          for k, s in enumerate(self.out_shape))
 
-    def contract(self, j1: Tensor, j2: Tensor) -> Tensor:
+    def contract(self, j1: Tensor, j2: Tensor, symmetric: bool = False) -> Tensor:
         """``sum_f j1[i, out.., f] j2[j, out.., f]`` with the axis pattern (no division).
 
-        ``j1``: (N1, *out, F), ``j2``: (N2, *out, F)  ->  (N1, N2, *res_shape).
+        ``j1``: (N1, *out, F), ``j2``: (N2, *out, F)  ->  (N1, N2, *res_shape);
+        ``symmetric``: ``j2`` is ``j1`` (half the GEMM, see :func:`widelimit._tensors.gram`).
         """
         if not self.trace and not self.diag:  # plain GEMM: fastest path
             n1, n2 = j1.shape[0], j2.shape[0]
             a = j1.reshape(n1 * self.out_size, -1)
             b = j2.reshape(n2 * self.out_size, -1)
-            k = (a @ b.T).reshape(n1, *self.out_shape, n2, *self.out_shape)
+            k = gram(a, b, symmetric).reshape(n1, *self.out_shape, n2, *self.out_shape)
             return self.from_blocked(k)
         if not self.diag and len(self.trace) == len(self.out_shape):  # all traced: GEMM
             n1, n2 = j1.shape[0], j2.shape[0]
-            return j1.reshape(n1, -1) @ j2.reshape(n2, -1).T
+            return gram(j1.reshape(n1, -1), j2.reshape(n2, -1), symmetric)
         return torch.einsum(f"i{self.s1}z,j{self.s2}z->ij{self.res}", j1, j2)
 
     def reduce_full(self, k: Tensor) -> Tensor:

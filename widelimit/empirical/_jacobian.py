@@ -40,7 +40,7 @@ def contract_jacobians(j1: dict[str, Tensor], j2: dict[str, Tensor], axes: OutAx
     """``sum_p J1[i, out, p] J2[j, out', p]`` over all parameters, with the axis pattern."""
     total: Tensor | None = None
     for k in j1:
-        c = axes.contract(j1[k], j2[k])
+        c = axes.contract(j1[k], j2[k], symmetric=j1 is j2)
         total = c if total is None else total + c
     if total is None:
         raise RuntimeError("no parameters to contract")

@@ -124,6 +124,7 @@ class Structured:
         self.layers = self._find_layers(x_example)
         done = {p for l in self.layers for p in (l.w, l.b) if p}
         self.others = [n for n in mf.names if n not in done]
+        self.replicate_inputs = False   # set when replicating at the first probe fails
 
     def _find_layers(self, x: Tensor) -> list[_Layer]:
         model, selected = self.mf.model, set(self.mf.names)
@@ -183,7 +184,10 @@ class Structured:
                     u = (u - mod.running_mean.view(shape)) / torch.sqrt(
                         mod.running_var.view(shape) + mod.eps)
                 acts[l.name] = u
-                return out + pr[l.name]
+                probe = pr[l.name]
+                if out.shape[0] != probe.shape[0]:   # first probed layer: replicate from here on
+                    out = out.repeat(probe.shape[0] // out.shape[0], *(1,) * (out.ndim - 1))
+                return out + probe
 
             handles = [l.module.register_forward_hook(
                 lambda mod, inp, out, l=l: hook(mod, inp, out, l)) for l in layers]
@@ -194,11 +198,14 @@ class Structured:
                     h.remove()
             return out, acts
 
-        # One vjp per output coordinate o, batched by replicating the inputs: row (o, i)
+        # One vjp per output coordinate o, batched by replicating the examples: row (o, i)
         # of the replicated batch gets the one-hot cotangent e_o.  Examples are
         # independent, so this is O backward passes done as one batched pass of plain
         # matrix products (a vmap over the basis turns them into stride-0 bmm calls,
-        # measured 30x slower for 2048-wide layers).
+        # measured 30x slower for 2048-wide layers).  The replication happens at the
+        # output of the first probed layer, so everything before it (for an MLP the widest
+        # layer, 784 x 512) runs once, not O times; a model that mixes that output with an
+        # earlier tensor (a skip from the input) cannot, and gets replicated inputs.
         o = axes.out_size
         per_row = n * sum(math.prod(l.y_shape) for l in layers) * x.element_size()
         chunk = max(1, min(o, self.max_bytes // max(1, 4 * per_row)))
@@ -207,10 +214,17 @@ class Structured:
         acts: dict[str, Tensor] = {}
         for start in range(0, o, chunk):
             c = min(chunk, o - start)
-            xr = x.repeat(c, *([1] * (x.ndim - 1)))
             probes = {l.name: torch.zeros((c * n, *l.y_shape), dtype=x.dtype, device=x.device)
                       for l in layers}
-            _, vjp_fn, acts_r = vjp(lambda pr: f(pr, xr), probes, has_aux=True)
+            if not self.replicate_inputs:
+                try:
+                    out, vjp_fn, acts_r = vjp(lambda pr: f(pr, x), probes, has_aux=True)
+                    self.replicate_inputs = out.shape[0] != c * n
+                except RuntimeError:
+                    self.replicate_inputs = True
+            if self.replicate_inputs:
+                xr = x.repeat(c, *([1] * (x.ndim - 1)))
+                _, vjp_fn, acts_r = vjp(lambda pr: f(pr, xr), probes, has_aux=True)
             basis = eye[start:start + c].expand(c, n, *axes.out_shape).reshape(c * n, *axes.out_shape)
             (gc,) = vjp_fn(basis)
             parts.append({k: v.reshape(c, n, *v.shape[1:]) for k, v in gc.items()})
@@ -261,18 +275,22 @@ class Structured:
                     if l.b:
                         dense.append(G.sum(-1))
                     continue
+                wm = getattr(l.module, "weight_multiplier", 1.0)
+                bm = getattr(l.module, "bias_multiplier", 1.0)
                 if l.w:
-                    Gw = G * l.module.weight_multiplier if hasattr(l.module, "weight_multiplier") else G
                     if "mat" not in l.extra:  # decided once so that all blocks agree
                         l.extra["mat"] = self._materialize(l, n)
                     if l.extra["mat"]:
-                        dense.append(torch.einsum("i...cp,idp->i...cd", Gw, u).reshape(
+                        dense.append(torch.einsum("i...cp,idp->i...cd", G * wm, u).reshape(
                             n, *out_shape, -1))
+                    elif p == 1 and l.b:
+                        # weight and bias share the cotangent gram: <g, g'> (wm^2 <u, u'> + bm^2)
+                        factored.append((G, u, wm * wm, bm * bm))
+                        continue
                     else:
-                        factored.append((Gw, u))
+                        factored.append((G, u, wm * wm, None))
                 if l.b:
-                    Gb = G * l.module.bias_multiplier if hasattr(l.module, "bias_multiplier") else G
-                    dense.append(Gb.sum(-1))
+                    dense.append((G * bm).sum(-1))
         small = [d for d in dense if d.shape[-1] < 4096]
         dense = [d for d in dense if d.shape[-1] >= 4096]
         if small:
@@ -283,16 +301,19 @@ class Structured:
 
     def pair(self, f1: dict[str, Any], f2: dict[str, Any]) -> Tensor:
         axes = self.axes
-        total = contract_jacobians(dict(enumerate(f1["dense"])), dict(enumerate(f2["dense"])),
+        sym = f1 is f2
+        dense1 = dict(enumerate(f1["dense"]))
+        total = contract_jacobians(dense1, dense1 if sym else dict(enumerate(f2["dense"])),
                                    axes) if f1["dense"] else None
         nres = len(axes.res_shape)
-        for (g1, u1), (g2, u2) in zip(f1["factored"], f2["factored"]):
+        for (g1, u1, w2, b2), (g2, u2, _, _) in zip(f1["factored"], f2["factored"]):
             n1, n2, p = g1.shape[0], g2.shape[0], u1.shape[-1]
             if p == 1:
                 ug = u1[..., 0] @ u2[..., 0].T
-                k = axes.contract(g1[..., 0], g2[..., 0]) * ug.view(n1, n2, *(1,) * nres)
+                ug = ug * w2 if b2 is None else ug * w2 + b2
+                k = axes.contract(g1[..., 0], g2[..., 0], sym) * ug.view(n1, n2, *(1,) * nres)
             else:
-                ug = torch.einsum("idp,jdq->ijpq", u1, u2)
+                ug = torch.einsum("idp,jdq->ijpq", u1, u2) * w2
                 s = torch.einsum(f"i{axes.s1}cp,j{axes.s2}cq->ij{axes.res}pq", g1, g2)
                 k = (s * ug.view(n1, n2, *(1,) * nres, p, p)).sum((-2, -1))
             total = k if total is None else total + k
