@@ -99,7 +99,8 @@ class Layer:
         return any(layer.needs_full_spatial for layer in self.walk())
 
     def kernel_fn(self, x1: Any, x2: Any = None, get: Get = None, *,
-                  diagonal_spatial: Optional[bool] = None, max_memory=None):
+                  diagonal_spatial: Optional[bool] = None, max_memory=None,
+                  spatial_blocking: Union[None, bool, int] = None):
         """Infinite-width kernels of this architecture between ``x1`` and ``x2``.
 
         Args:
@@ -111,7 +112,14 @@ class Layer:
             max_memory: peak memory budget for the kernel computation, bytes or a string
                 such as ``"4GB"``; None uses half the memory available now.  Image
                 kernels are computed in blocks of (x1, x2) pairs that fit it
-                (:mod:`widelimit.scale.blocking`); ValueError if one pair cannot.
+                (:mod:`widelimit.scale.blocking`).  When even one pair of full spatial
+                covariances does not fit, serial conv / pooling / nonlinearity chains
+                ending in global pooling or Flatten are computed in bands of positions
+                (:mod:`widelimit.scale.spatial`); ValueError if that does not fit either
+                or the architecture is not such a chain.
+            spatial_blocking: None chooses automatically (above); True forces bands of
+                positions, an integer forces bands of that many output rows of the
+                first spatial axis; False never uses them.
 
         Returns:
             (N1, N2) tensors (NumPy arrays for NumPy input), a namedtuple for a tuple
@@ -119,6 +127,11 @@ class Layer:
         """
         canonical_get(get)
         t1, t2, was_numpy = prepare_inputs(x1, x2)
+        from widelimit.scale import spatial
+        spatial_blocking = spatial.check_option(spatial_blocking)
+        if spatial_blocking not in (None, False) and diagonal_spatial:
+            raise ValueError("`spatial_blocking` computes full spatial covariances in bands; it "
+                             "cannot be combined with diagonal_spatial=True.")
         if diagonal_spatial is None:
             diagonal_spatial = not self.requires_full_spatial()
         elif diagonal_spatial and self.requires_full_spatial():
@@ -129,11 +142,18 @@ class Layer:
             return self.apply_kernel(inputs_to_kernel(a, b, diagonal_spatial=diagonal_spatial))
 
         from widelimit.scale.blocking import SMALL_PROBLEM, run_blocked
-        n2 = t1.shape[0] if t2 is None else t2.shape[0]
-        # small image problems run in one block, without the planner's probe and threads
-        small = t1.shape[0] * n2 * math.prod(t1.shape[2:]) ** 2 <= SMALL_PROBLEM
-        k = run_blocked(compute, t1, t2, max_memory,
-                        probe=(t1.ndim > 2 and not small) or max_memory is not None)
+        k = None
+        if not diagonal_spatial or spatial_blocking:
+            k = spatial.maybe_spatial_kernel(self, t1, t2, max_memory, spatial_blocking)
+        if k is None:
+            n2 = t1.shape[0] if t2 is None else t2.shape[0]
+            # small image problems run in one block, without the planner's probe and threads
+            small = t1.shape[0] * n2 * math.prod(t1.shape[2:]) ** 2 <= SMALL_PROBLEM
+            hint = spatial.unsupported_reason(self) if t1.ndim > 2 and spatial_blocking is None else None
+            k = run_blocked(compute, t1, t2, max_memory,
+                            probe=(t1.ndim > 2 and not small) or max_memory is not None,
+                            hint=None if hint is None else
+                            f" Spatial blocking (bands of positions) does not apply: {hint}.")
         if isinstance(k, (list, tuple)):
             out = [select(ki, get) for ki in k]
             return to_output(out, was_numpy) if get is not None else out

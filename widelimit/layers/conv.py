@@ -181,11 +181,14 @@ class Conv(Layer):
         self.parameterization = check_affine_args(W_std, b_std, parameterization, s)
         self.out_chan, self.W_std, self.b_std, self.s = out_chan, W_std, b_std, tuple(s)
 
-    def apply_kernel(self, k: Kernel) -> Kernel:
+    def apply_kernel(self, k: Kernel, sums=None) -> Kernel:
+        """``sums(mat, batch_ndim)`` replaces the spatial sum over the filter (used by the
+        spatial blocking of :mod:`widelimit.scale.spatial` on bands of positions)."""
         check_spatial(k.shape1, len(self.filter_shape), type(self).__name__)
         width = self.out_chan * (self.s[1] if self.parameterization == "standard" else 1)
+        extra = {} if sums is None else {"sums": sums}
         return self._rule(k, self.filter_shape, self.strides, self.padding, self.W_std, self.b_std,
-                          self.parameterization, self.s[0], width)
+                          self.parameterization, self.s[0], width, **extra)
 
     def build(self) -> nn.Module:
         return self._module(self.out_chan, self.filter_shape, self.strides, self.padding,

@@ -120,11 +120,12 @@ def _result_numel(res) -> int:
 
 
 def plan_blocks(compute: Callable, x1: Tensor, x2: Optional[Tensor], budget: int,
-                cache_elements: Optional[int] = None) -> Plan:
+                cache_elements: Optional[int] = None, hint: Optional[str] = None) -> Plan:
     """Choose block sizes (b1, b2) for ``compute(x1_block, x2_block_or_None)``.
 
     The blocks are the largest that fit ``budget`` (bytes) and, if given, keep the
-    largest tensor near ``cache_elements`` elements.
+    largest tensor near ``cache_elements`` elements.  ``hint`` is appended to the error
+    raised when one pair does not fit.
     """
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
@@ -146,7 +147,8 @@ def plan_blocks(compute: Callable, x1: Tensor, x2: Optional[Tensor], budget: int
         raise ValueError(
             f"`max_memory`={_fmt(budget)} is too small: one block of a single pair of inputs "
             f"needs about {_fmt(3 * unit)} (largest intermediate: {per_pair} elements per pair) "
-            f"and the result {_fmt(out_bytes)}; pass max_memory of at least {_fmt(need)}.")
+            f"and the result {_fmt(out_bytes)}; pass max_memory of at least {_fmt(need)}."
+            + (hint or ""))
     if x2 is None:   # square blocks so that mirrored blocks line up
         b = int((math.sqrt(1 + cap) - 1))
         b1 = b2 = max(1, min(n1, b))
@@ -262,7 +264,7 @@ def _slices(n: int, b: int) -> list:
 
 
 def run_blocked(compute: Callable, x1: Tensor, x2: Optional[Tensor], max_memory: Any = None,
-                probe: bool = True):
+                probe: bool = True, hint: Optional[str] = None):
     """``compute(x1, x2)`` (returning a Kernel or list of Kernels) in blocks of pairs.
 
     With ``probe=False`` (small image problems, and vector inputs without an explicit
@@ -274,7 +276,7 @@ def run_blocked(compute: Callable, x1: Tensor, x2: Optional[Tensor], max_memory:
         tiles = vector_plan(x1.shape[0], None if x2 is None else x2.shape[0], torch.get_num_threads())
     if probe:
         plan = plan_blocks(compute, x1, x2, resolve_budget(max_memory, x1.device),
-                           CACHE_ELEMENTS if x1.ndim > 2 else None)
+                           CACHE_ELEMENTS if x1.ndim > 2 else None, hint)
         if tiles is not None:
             plan = Plan(min(plan.b1, tiles.b1), min(plan.b2, tiles.b2), plan.per_pair,
                         plan.out_per_pair, plan.budget)

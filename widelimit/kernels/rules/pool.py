@@ -17,7 +17,7 @@ dense layer sees the mean over the *diagonal* (same-position) entries
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -25,7 +25,8 @@ from torch import Tensor
 from widelimit.kernels.rules.conv import box_sum, conv_out_size, spatial_map
 from widelimit.kernels.state import Kernel, _diag_spatial
 
-__all__ = ["pool_rule", "global_pool_rule", "flatten_rule", "map_kernel"]
+__all__ = ["pool_rule", "pool_axis", "pool_weights", "scale_axis", "global_pool_rule", "flatten_rule",
+           "map_kernel"]
 
 
 def map_kernel(k: Kernel, fn, **changes) -> Kernel:
@@ -40,10 +41,29 @@ def _edge_counts(n: int, f: int, s: int, padding: str, like: Tensor) -> Tensor:
     return box_sum(ones, 0, f, s, padding)
 
 
-def _scale_axis(x: Tensor, axis: int, w: Tensor) -> Tensor:
+def scale_axis(x: Tensor, axis: int, w: Tensor) -> Tensor:
     shape = [1] * x.ndim
     shape[axis] = w.shape[0]
     return x * w.reshape(shape)
+
+
+def pool_weights(n: int, f: int, s: int, padding: str, average: bool, normalize_edges: bool,
+                 like: Tensor) -> Optional[Tensor]:
+    """Per-output-position weights of one pooled axis of size ``n`` (None for SumPool)."""
+    if not average:
+        return None
+    if normalize_edges and padding == "SAME":
+        return 1.0 / _edge_counts(n, f, s, padding, like)
+    out_n = conv_out_size(n, f, s, padding, "window_shape")
+    return torch.full((out_n,), 1.0 / f, dtype=like.dtype, device=like.device)
+
+
+def pool_axis(x: Tensor, axis: int, f: int, s: int, padding: str, average: bool,
+              normalize_edges: bool) -> Tensor:
+    """Pool one axis of ``x``: a strided box sum, times :func:`pool_weights`."""
+    w = pool_weights(x.shape[axis], f, s, padding, average, normalize_edges, x)
+    out = box_sum(x, axis, f, s, padding)
+    return out if w is None else scale_axis(out, axis, w)
 
 
 def pool_rule(k: Kernel, window: Sequence[int], strides: Sequence[int], padding: str,
@@ -53,15 +73,7 @@ def pool_rule(k: Kernel, window: Sequence[int], strides: Sequence[int], padding:
         raise ValueError("Pooling needs the full spatial covariance (diagonal_spatial=False).")
 
     def one_axis(x: Tensor, axis: int, i: int) -> Tensor:
-        n = x.shape[axis]
-        out = box_sum(x, axis, window[i], strides[i], padding)
-        if average:
-            if normalize_edges and padding == "SAME":
-                w = 1.0 / _edge_counts(n, window[i], strides[i], padding, x)
-            else:
-                w = torch.full((out.shape[axis],), 1.0 / window[i], dtype=x.dtype, device=x.device)
-            out = _scale_axis(out, axis, w)
-        return out
+        return pool_axis(x, axis, window[i], strides[i], padding, average, normalize_edges)
 
     def full(x: Tensor, axis: int, i: int) -> Tensor:
         return one_axis(one_axis(x, axis, i), axis + 1, i)

@@ -1,0 +1,274 @@
+"""Spatial blocking: image kernels whose single pair does not fit the memory budget.
+
+The full spatial covariance of one pair of 64x64 images has 64^4 = 16.8M entries per
+tensor (128x128: 268M), and a layer rule holds several such tensors.  When even one pair
+does not fit ``max_memory``, :func:`spatial_kernel` computes the kernel of a serial chain
+(:data:`widelimit.scale.chain.SUPPORTED`) in bands of positions of x1's first spatial axis:
+
+1. *Bands.*  The chain's output rows are cut into bands of ``h`` rows.  Convolution and
+   pooling are local, so a band of a layer's output needs only the same band plus a halo
+   (the receptive field, scaled by the strides; wrapped for CIRCULAR padding) of the layer's
+   input; propagated back to the input, the band of the pair's input covariance gives
+   the exact band of the output (:mod:`widelimit.scale.bands`).
+2. *Variances.*  Nonlinearities and LayerNorm need the per-position variances of x1 and
+   x2 at their inputs.  The diagonal of a square band (the same rows on both sides) of
+   one input with itself is exact, and square bands are closed under the backward
+   propagation, so the variance maps at every stage come from square bands of each input
+   against itself (the nonlinearities there use the band's own diagonal).  Positions
+   that no output reads are never computed (they stay NaN and are never read).
+3. *Reduction.*  GlobalAvgPool / GlobalSumPool sum each band over all positions of the
+   x2 side (so the x2 side is whole); Flatten needs only same-position entries, so its
+   bands are square.  The sums over bands give the (N1, N2) kernel; the layers after the
+   reducing one act on it as usual.
+
+``cov1`` / ``cov2`` after the reduction: Flatten's is the mean variance; global pooling's
+is each input's kernel with itself (the diagonal of the result for ``x2 = None``, else
+one extra pass per input).
+
+Band height and blocks of pairs come from the budget as in
+:func:`widelimit.scale.blocking.plan_blocks`: a probe measures the largest tensor of a
+one-row band of one pair (:class:`widelimit.scale.blocking._MaxNumel`), the geometry
+scales it to ``h`` rows (:func:`widelimit.scale.chain.peak_numel`), and
+``LIVE_TENSORS`` such tensors plus the result and the variance maps must fit.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor
+
+from widelimit.kernels.rules.conv import _diag_of_pairs
+from widelimit.kernels.state import Kernel
+from widelimit.layers.base import Layer
+from widelimit.layers.pool import GlobalAvgPool
+from widelimit.layers.combinators import Serial
+from widelimit.scale.bands import index_axis
+from widelimit.scale.blocking import LIVE_TENSORS, _fmt, _MaxNumel, _slices, resolve_budget
+from widelimit.scale.chain import (Band, Step, as_cov, build_steps, diag_variances, make_band,
+                                   peak_numel, run_band, split_architecture)
+
+__all__ = ["spatial_kernel", "maybe_spatial_kernel", "check_option", "unsupported_reason"]
+
+Option = Union[None, bool, int]
+
+
+def check_option(option: Any) -> Option:
+    if option is None or isinstance(option, bool):
+        return option
+    if isinstance(option, int) and option >= 1:
+        return option
+    raise ValueError(f"`spatial_blocking` must be None (automatic), True, False or a positive "
+                     f"number of output rows per band, got {option!r}.")
+
+
+def unsupported_reason(net: Layer) -> Optional[str]:
+    split = split_architecture(net)
+    return split if isinstance(split, str) else None
+
+
+def _full_pair_numel(steps: list[Step], shape: tuple) -> int:
+    sizes = [st.n_in[0] for st in steps] + [steps[-1].n_out[0] if steps else shape[2]]
+    return peak_numel(steps, shape, sizes, sizes, True)
+
+
+def maybe_spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any,
+                         option: Option) -> Optional[Kernel]:
+    """The kernel by spatial blocking if ``option`` forces it, or (None) automatically when
+    one pair of full spatial covariances would not fit ``max_memory``; else None."""
+    if option is False or (option is None and x1.ndim <= 2):
+        return None
+    if option is None:
+        split = split_architecture(net)
+        if isinstance(split, str):
+            return None
+        steps = build_steps(split[0], tuple(x1.shape))
+        item = x1.element_size()
+        n2 = x1.shape[0] if x2 is None else x2.shape[0]
+        one_pair = 3 * LIVE_TENSORS * _full_pair_numel(steps, tuple(x1.shape)) * item
+        fixed = (2 * x1.shape[0] * n2 + x1.numel() + (0 if x2 is None else x2.numel())) * item
+        if one_pair + fixed <= resolve_budget(max_memory, x1.device):
+            return None
+    return spatial_kernel(net, x1, x2, max_memory, None if option is True else option)
+
+
+def _ones_var(steps: list[Step], band: Band, xa: Tensor, xb: Tensor):
+    def var(i: int, k: Kernel):
+        n = steps[i].n_in[1:]
+        d1 = xa.new_ones((xa.shape[0], len(band.rows[i])) + n)
+        d2 = xb.new_ones((xb.shape[0], len(band.cols[i])) + n)
+        return as_cov(d1, 1), as_cov(d2, 2)
+    return var
+
+
+def _plan(steps, shape, bands_of, x1, xb, budget, fixed, rows, symmetric):
+    """(h, b1, b2): output rows per band and blocks of pairs."""
+    n_last = steps[-1].n_out[0] if steps else shape[2]
+    item = x1.element_size()
+
+    def numel(h: int) -> int:
+        worst = 0
+        for a in {0, max(0, (n_last - h) // 2)}:
+            band = bands_of(list(range(a, min(a + h, n_last))))
+            worst = max(worst, peak_numel(steps, shape, [len(r) for r in band.rows],
+                                          [len(c) for c in band.cols], False))
+        return worst
+
+    probe_band = bands_of([n_last // 2])
+    probe = _MaxNumel()
+    with torch.no_grad(), probe:
+        run_band(steps, probe_band, x1[:1], xb[:1], _ones_var(steps, probe_band, x1[:1], xb[:1]),
+                 True)
+    factor = max(1.0, probe.max_numel / numel(1))
+    free = budget - fixed
+
+    def unit(h: int) -> float:
+        return LIVE_TENSORS * factor * numel(h) * item
+
+    if rows is None:
+        if unit(1) > free:
+            raise ValueError(
+                f"`max_memory`={_fmt(budget)} is too small even for spatial blocking: one band of "
+                f"one output row of one pair needs about {_fmt(unit(1))} (largest intermediate: "
+                f"{probe.max_numel} elements) besides {_fmt(fixed)} for the result, inputs and "
+                f"variance maps; pass max_memory of at least {_fmt(unit(1) + fixed)}.")
+        lo, hi = 1, n_last
+        while lo < hi:                       # largest h with unit(h) <= free
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if unit(mid) <= free else (lo, mid - 1)
+        rows = lo
+    h = min(rows, n_last)
+    cap = max(1.0, free / unit(h))
+    n1, n2 = x1.shape[0], xb.shape[0]
+    if symmetric:
+        b1 = b2 = max(1, min(n1, int(math.sqrt(cap))))
+    else:
+        b2 = max(1, min(n2, int(cap)))
+        b1 = max(1, min(n1, int(cap // b2)))
+    return h, b1, b2
+
+
+def _var_maps(steps: list[Step], x: Tensor, square: list[Band], need: list[int]) -> dict:
+    """Per-position variances (N, *S_l) at the stages ``need``, from square bands."""
+    sizes = [st.n_in for st in steps] + [steps[-1].n_out if steps else tuple(x.shape[2:])]
+    maps = {l: x.new_full((x.shape[0],) + sizes[l], float("nan")) for l in need}
+    last = len(steps)
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1]
+        for band in square:
+            def var(l: int, k: Kernel, band=band, i=i):
+                d = diag_variances(k.nngp)
+                if l in maps:
+                    maps[l][i].index_copy_(0, torch.tensor(band.rows[l], device=x.device), d[0])
+                return as_cov(d, 1), as_cov(d, 2)
+            k = run_band(steps, band, xi, xi, var, False)
+            if last in maps:
+                var(last, k)
+    return maps
+
+
+def _map_var(maps1: dict, s1: slice, maps2: dict, s2: slice, band: Band):
+    def var(l: int, k: Kernel):
+        d1 = index_axis(maps1[l][s1], 1, band.rows[l])
+        d2 = index_axis(maps2[l][s2], 1, band.cols[l])
+        return as_cov(d1, 1), as_cov(d2, 2)
+    return var
+
+
+def _reduce(k: Kernel, gap: bool) -> tuple[Tensor, Optional[Tensor]]:
+    def red(mat: Optional[Tensor]) -> Optional[Tensor]:
+        if mat is None or mat.ndim == 0:
+            return mat
+        if not gap:
+            mat = _diag_of_pairs(mat, 2)
+        return mat.sum(tuple(range(2, mat.ndim)))
+    return red(k.nngp), red(k.ntk)
+
+
+def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any = None,
+                   rows: Optional[int] = None) -> Kernel:
+    """Kernel of ``net`` by spatial blocking (module docstring); ``rows`` fixes the number
+    of output rows per band (default: from the budget)."""
+    if x1.ndim <= 2:
+        raise ValueError(f"spatial_blocking needs image inputs (N, C, *spatial), got `x1` of shape "
+                         f"{tuple(x1.shape)}.")
+    split = split_architecture(net)
+    if isinstance(split, str):
+        raise ValueError(f"spatial_blocking (needed when one pair of inputs does not fit "
+                         f"`max_memory`) cannot handle this architecture: {split}.")
+    chain, reducer, tail = split
+    shape = tuple(x1.shape)
+    steps = build_steps(chain, shape)
+    gap = isinstance(reducer, GlobalAvgPool)
+    n_out = steps[-1].n_out if steps else shape[2:]
+    symmetric = x2 is None
+    xb = x1 if symmetric else x2
+    n1, n2 = x1.shape[0], xb.shape[0]
+    need = sorted({i for i, st in enumerate(steps) if st.kind == "point"}
+                  | (set() if gap else {len(steps)}))
+    all_out = list(range(n_out[0]))
+
+    def square(r: list[int]) -> Band:
+        return make_band(steps, r, r)
+
+    def pair(r: list[int]) -> Band:
+        return make_band(steps, r, all_out) if gap else square(r)
+
+    item = x1.element_size()
+    sizes = [st.n_in for st in steps] + [tuple(n_out)]
+    var_bytes = (n1 + (0 if symmetric else n2)) * sum(math.prod(sizes[l]) for l in need) * item
+    fixed = (2 * n1 * n2 + x1.numel() + (0 if symmetric else xb.numel())) * item + var_bytes
+    h, b1, b2 = _plan(steps, shape, pair, x1, xb, resolve_budget(max_memory, x1.device), fixed,
+                      rows, symmetric)
+    chunks = [all_out[a:a + h] for a in range(0, n_out[0], h)]
+    maps1 = _var_maps(steps, x1, [square(r) for r in chunks], need)
+    maps2 = maps1 if symmetric else _var_maps(steps, xb, [square(r) for r in chunks], need)
+    pair_bands = [pair(r) for r in chunks]
+
+    def total(xa: Tensor, xc: Tensor, s1: slice, s2: slice, m2: dict, want_ntk: bool):
+        nngp = ntk = k = None
+        for band in pair_bands:
+            k = run_band(steps, band, xa, xc, _map_var(maps1, s1, m2, s2, band), want_ntk)
+            a, b = _reduce(k, gap)
+            nngp = a if nngp is None else nngp + a
+            ntk = b if ntk is None or b is None or b.ndim == 0 else ntk + b
+        return nngp, ntk, k
+
+    size = math.prod(n_out)
+    scale = 1.0 / (size * size) if gap and reducer.average else (1.0 if gap else 1.0 / size)
+    nngp = x1.new_zeros((n1, n2))
+    ntk: Optional[Tensor] = nngp.clone()
+    last = None
+    rows_b, cols_b = _slices(n1, b1), _slices(n2, b2)
+    for i, s1 in enumerate(rows_b):
+        for j, s2 in enumerate(cols_b):
+            if symmetric and j < i:
+                continue
+            a, b, last = total(x1[s1], xb[s2], s1, s2, maps2, True)
+            nngp[s1, s2] = a * scale
+            if b.ndim == 0:
+                ntk = b
+            else:
+                ntk[s1, s2] = b * scale
+            if symmetric and j > i:
+                nngp[s2, s1] = nngp[s1, s2].T
+                if ntk.ndim:
+                    ntk[s2, s1] = ntk[s1, s2].T
+
+    def self_cov(x: Tensor, maps: dict) -> Tensor:
+        if not gap:
+            return maps[len(steps)].flatten(1).mean(1)
+        if x is x1 and symmetric:
+            return torch.diagonal(nngp).clone()
+        return torch.cat([total(x[i:i + 1], x[i:i + 1], slice(i, i + 1), slice(i, i + 1), maps,
+                                False)[0].reshape(1) * scale for i in range(x.shape[0])])
+
+    cov1 = self_cov(x1, maps1)
+    cov2 = None if symmetric else self_cov(xb, maps2)
+    c_last = last.shape1[1]
+    width = c_last if gap else c_last * size
+    k = Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, x1_is_x2=symmetric,
+               is_gaussian=last.is_gaussian if gap else False, shape1=(n1, width),
+               shape2=(n2, width), is_input=last.is_input if gap else False, diagonal_spatial=True)
+    return Serial(*tail).apply_kernel(k) if tail else k
