@@ -226,10 +226,10 @@ def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any
     maps2 = maps1 if symmetric else _var_maps(steps, xb, [square(r) for r in chunks], need)
     pair_bands = [pair(r) for r in chunks]
 
-    def total(xa: Tensor, xc: Tensor, s1: slice, s2: slice, m2: dict, want_ntk: bool):
+    def total(xa: Tensor, xc: Tensor, s1: slice, s2: slice, m1: dict, m2: dict, want_ntk: bool):
         nngp = ntk = k = None
         for band in pair_bands:
-            k = run_band(steps, band, xa, xc, _map_var(maps1, s1, m2, s2, band), want_ntk)
+            k = run_band(steps, band, xa, xc, _map_var(m1, s1, m2, s2, band), want_ntk)
             a, b = _reduce(k, gap)
             nngp = a if nngp is None else nngp + a
             ntk = b if ntk is None or b is None or b.ndim == 0 else ntk + b
@@ -245,7 +245,7 @@ def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any
         for j, s2 in enumerate(cols_b):
             if symmetric and j < i:
                 continue
-            a, b, last = total(x1[s1], xb[s2], s1, s2, maps2, True)
+            a, b, last = total(x1[s1], xb[s2], s1, s2, maps1, maps2, True)
             nngp[s1, s2] = a * scale
             if b.ndim == 0:
                 ntk = b
@@ -261,8 +261,9 @@ def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any
             return maps[len(steps)].flatten(1).mean(1)
         if x is x1 and symmetric:
             return torch.diagonal(nngp).clone()
-        return torch.cat([total(x[i:i + 1], x[i:i + 1], slice(i, i + 1), slice(i, i + 1), maps,
-                                False)[0].reshape(1) * scale for i in range(x.shape[0])])
+        one = [slice(i, i + 1) for i in range(x.shape[0])]
+        return torch.cat([total(x[s], x[s], s, s, maps, maps, False)[0].reshape(1) * scale
+                          for s in one])
 
     cov1 = self_cov(x1, maps1)
     cov2 = None if symmetric else self_cov(xb, maps2)
