@@ -45,7 +45,8 @@ from widelimit.layers.base import Layer
 from widelimit.layers.pool import GlobalAvgPool
 from widelimit.layers.combinators import Serial
 from widelimit.scale.bands import index_axis
-from widelimit.scale.blocking import LIVE_TENSORS, _fmt, _MaxNumel, _slices, resolve_budget
+from widelimit.scale.blocking import (LIVE_TENSORS, _fmt, _MaxNumel, _slices, mirror_lower,
+                                      resolve_budget)
 from widelimit.scale.chain import (Band, Step, as_cov, build_steps, diag_variances, make_band,
                                    peak_numel, run_band, split_architecture)
 
@@ -251,10 +252,8 @@ def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any
                 ntk = b
             else:
                 ntk[s1, s2] = b * scale
-            if symmetric and j > i:
-                nngp[s2, s1] = nngp[s1, s2].T
-                if ntk.ndim:
-                    ntk[s2, s1] = ntk[s1, s2].T
+    if symmetric:     # blocks above the diagonal, mirrored: exactly symmetric
+        nngp, ntk = mirror_lower(nngp, False), mirror_lower(ntk, False)
 
     def self_cov(x: Tensor, maps: dict) -> Tensor:
         if not gap:
