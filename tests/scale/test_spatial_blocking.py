@@ -12,7 +12,7 @@ import torch
 
 from widelimit import layers as L
 from widelimit.scale import spatial
-from widelimit.scale.blocking import LIVE_TENSORS, _MaxNumel
+from widelimit.scale.blocking import LIVE_TENSORS, PeakBytes
 
 DT = torch.float64
 
@@ -99,29 +99,35 @@ def test_blocks_of_pairs_and_automatic_band_height(same):
 
 
 def test_automatic_spatial_path_stays_under_budget(monkeypatch):
-    """A budget too small for one pair: the spatial path is taken, and the largest tensor
-    (the planner's own measure, times LIVE_TENSORS) stays under it; the unblocked
-    computation of one pair would not."""
+    """A budget too small for one pair: the spatial path is taken, and its peak memory (the
+    allocator's bytes in use, where measurable; and the planner's largest-tensor model)
+    stays under it, while the unblocked computation of one pair exceeds it."""
     net = CASES["conv_relu_gap"][0]()
-    x1, x2 = _images(3, (2, 12, 12), 1), _images(2, (2, 12, 12), 2)
-    budget = 1_500_000
-    one_pair = _MaxNumel()
+    x1, x2 = _images(3, (2, 16, 16), 1), _images(2, (2, 16, 16), 2)
+    budget = 3_000_000
+    ref = net.kernel_fn(x1, x2, spatial_blocking=False)
+    one_pair = PeakBytes(x1.device)
     with one_pair:
-        ref = net.kernel_fn(x1[:1], x2[:1], spatial_blocking=False)
+        net.kernel_fn(x1[:1], x2[:1], spatial_blocking=False)
     assert 3 * LIVE_TENSORS * one_pair.max_numel * 8 > budget
+    if one_pair.peak is not None:
+        assert one_pair.peak > budget
     with pytest.raises(ValueError, match="max_memory"):
         net.kernel_fn(x1, x2, max_memory=budget, spatial_blocking=False)
 
     calls = []
     original = spatial.spatial_kernel
     monkeypatch.setattr(spatial, "spatial_kernel", lambda *a, **kw: calls.append(1) or original(*a, **kw))
-    probe = _MaxNumel()
+    net.kernel_fn(x1, x2, max_memory=budget)       # warm-up: one-off allocations of a first call
+    probe = PeakBytes(x1.device)
     with probe:
         got = net.kernel_fn(x1, x2, max_memory=budget)
-    assert calls
+    assert len(calls) == 2
     assert LIVE_TENSORS * probe.max_numel * 8 <= budget
     assert probe.max_numel < one_pair.max_numel
-    assert_same(got, net.kernel_fn(x1, x2, spatial_blocking=False), False)
+    if probe.peak is not None:
+        assert probe.peak <= budget
+    assert_same(got, ref, False)
     # a budget one pair fits: the usual path
     calls.clear()
     net.kernel_fn(x1, x2, max_memory="1GB")
@@ -190,3 +196,16 @@ def test_error_incompatible_inputs_and_modes():
     with pytest.raises(ValueError, match="`filter_shape` 3 is larger"):
         L.serial(L.Conv(8, (3, 3)), L.Relu(), L.GlobalAvgPool()).kernel_fn(
             _images(2, (2, 2, 6)), spatial_blocking=True)
+
+
+def test_peak_measure_sees_allocations():
+    """PeakBytes (the planner's probe) measures what a computation holds at once."""
+    probe = PeakBytes(torch.device("cpu"))
+    if probe.peak is None:
+        pytest.skip("allocator statistics not available here")
+    with probe:
+        a = torch.ones(1_000_000, dtype=DT)
+        b = a * 2
+        del a, b
+        c = torch.ones(100_000, dtype=DT)
+    assert 16e6 <= probe.peak < 17e6 and c.numel() == 100_000

@@ -22,6 +22,7 @@ a smaller GEMM, may differ from the whole one in the last bit.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -34,8 +35,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from widelimit._tensors import parse_bytes
 
-__all__ = ["LIVE_TENSORS", "DEFAULT_FRACTION", "available_memory", "resolve_budget", "Plan",
-           "plan_blocks", "run_blocked", "vector_plan"]
+__all__ = ["LIVE_TENSORS", "DEFAULT_FRACTION", "available_memory", "resolve_budget", "bytes_in_use",
+           "PeakBytes", "Plan", "plan_blocks", "run_blocked", "vector_plan"]
 
 #: assumed number of simultaneously live tensors of the largest size (nngp, ntk, variances,
 #: and the temporaries of a nonlinearity's dual); calibrated with benchmarks/conv.py
@@ -93,6 +94,57 @@ class _MaxNumel(TorchDispatchMode):
         for t in (out if isinstance(out, (tuple, list)) else (out,)):
             if isinstance(t, Tensor):
                 self.max_numel = max(self.max_numel, t.numel())
+        return out
+
+
+class _MallInfo(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _glibc_in_use() -> Optional[Callable[[], int]]:
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo
+    return lambda: (lambda m: m.uordblks + m.hblkhd)(fn())
+
+
+_GLIBC_IN_USE = _glibc_in_use()
+
+
+def bytes_in_use(device: torch.device) -> Optional[int]:
+    """Bytes the allocator holds for live tensors now: CUDA's caching allocator, or glibc's
+    main arena plus mmapped blocks on CPU (allocations of the calling thread); None where
+    neither is available."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    if device.type == "cpu" and _GLIBC_IN_USE is not None:
+        return _GLIBC_IN_USE()
+    return None
+
+
+class PeakBytes(TorchDispatchMode):
+    """Records the largest tensor (as :class:`_MaxNumel`) and the peak of
+    :func:`bytes_in_use` after each operation, above its value on entry (``peak`` is None
+    where it cannot be measured)."""
+
+    def __init__(self, device: torch.device):
+        super().__init__()
+        self.device = torch.device(device)
+        self.max_numel = 1
+        self.base = bytes_in_use(self.device)
+        self.peak = None if self.base is None else 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, Tensor):
+                self.max_numel = max(self.max_numel, t.numel())
+        if self.peak is not None:
+            self.peak = max(self.peak, bytes_in_use(self.device) - self.base)
         return out
 
 

@@ -27,7 +27,8 @@ one extra pass per input).
 
 Band height and blocks of pairs come from the budget as in
 :func:`widelimit.scale.blocking.plan_blocks`: a probe measures the largest tensor of a
-one-row band of one pair (:class:`widelimit.scale.blocking._MaxNumel`), the geometry
+one-row band of one pair (:class:`widelimit.scale.blocking.PeakBytes`: the largest tensor, and
+the bytes the allocator holds at the peak where it can tell), the geometry
 scales it to ``h`` rows (:func:`widelimit.scale.chain.peak_numel`), and
 ``LIVE_TENSORS`` such tensors plus the result and the variance maps must fit.
 """
@@ -45,7 +46,7 @@ from widelimit.layers.base import Layer
 from widelimit.layers.pool import GlobalAvgPool
 from widelimit.layers.combinators import Serial
 from widelimit.scale.bands import index_axis
-from widelimit.scale.blocking import (LIVE_TENSORS, _fmt, _MaxNumel, _slices, mirror_lower,
+from widelimit.scale.blocking import (LIVE_TENSORS, PeakBytes, _fmt, _slices, mirror_lower,
                                       resolve_budget)
 from widelimit.scale.chain import (Band, Step, as_cov, build_steps, diag_variances, make_band,
                                    peak_numel, run_band, split_architecture)
@@ -117,15 +118,19 @@ def _plan(steps, shape, bands_of, x1, xb, budget, fixed, rows, symmetric):
         return worst
 
     probe_band = bands_of([n_last // 2])
-    probe = _MaxNumel()
+    xa, xc = x1[:1].clone(), xb[:1].clone()
+    probe = PeakBytes(x1.device)
     with torch.no_grad(), probe:
-        run_band(steps, probe_band, x1[:1], xb[:1], _ones_var(steps, probe_band, x1[:1], xb[:1]),
-                 True)
-    factor = max(1.0, probe.max_numel / numel(1))
+        run_band(steps, probe_band, xa, xc, _ones_var(steps, probe_band, xa, xc), True)
+    # bytes per element of the geometry's largest tensor: LIVE_TENSORS such tensors, or
+    # what the probe measured when the allocator tells (more live tensors for thin bands)
+    live = LIVE_TENSORS * max(1.0, probe.max_numel / numel(1))
+    if probe.peak is not None:
+        live = max(live, probe.peak / (numel(1) * item))
     free = budget - fixed
 
     def unit(h: int) -> float:
-        return LIVE_TENSORS * factor * numel(h) * item
+        return live * numel(h) * item
 
     if rows is None:
         if unit(1) > free:

@@ -1,0 +1,86 @@
+"""Spatial blocking benchmark: image kernels whose single pair does not fit the budget.
+
+Network of benchmarks/conv.py (3 x [Conv(64, 3x3, SAME), Relu], GlobalAvgPool, Dense(1)),
+NNGP + NTK of x (N, 3, H, W) against itself, float32, CPU.  One pair of 64x64 images
+holds 64^4 = 16.8M entries per full spatial tensor, so the unblocked planner needs about
+3 x 10 x 16.8M x 4 B = 2 GB for one pair; with a smaller ``--budget`` the kernel is
+computed in bands of rows (widelimit.scale.spatial).  Each mode runs in a fresh
+subprocess: wall and CPU seconds of one call, peak resident memory of the process
+(ru_maxrss, includes ~0.3 GB of torch import), and the largest tensor any operation
+created (the planner's measure; times LIVE_TENSORS x 4 bytes it is the planned peak).
+The unblocked mode runs with ``spatial_blocking=False`` and a budget it fits.
+
+    python benchmarks/spatial.py [--hw 64] [--n 1] [--budget 256MB] [--json PATH]
+    (BENCH_THREADS=1 to pin torch to one thread)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def run_mode(hw: int, n: int, mode: str, budget: str) -> dict:
+    import torch
+    from conv import network
+    from widelimit.scale.blocking import LIVE_TENSORS, _MaxNumel
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
+    x = torch.randn(n, 3, hw, hw, generator=torch.Generator().manual_seed(0))
+    kw = (dict(max_memory=budget) if mode == "spatial"
+          else dict(max_memory="64GB", spatial_blocking=False))
+    probe = _MaxNumel()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    with probe:
+        out = network().kernel_fn(x, None, get=("nngp", "ntk"), **kw)
+    dt = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {"hw": hw, "n": n, "mode": mode, "budget": budget if mode == "spatial" else None,
+            "threads": torch.get_num_threads(), "seconds": dt,
+            "cpu_seconds": r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime,
+            "peak_rss_gb": r1.ru_maxrss * 1024 / 1e9, "max_tensor_numel": probe.max_numel,
+            "planned_peak_gb": LIVE_TENSORS * probe.max_numel * x.element_size() / 1e9,
+            "ntk": out.ntk.tolist(), "nngp": out.nngp.tolist()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hw", type=int, default=64)
+    ap.add_argument("--n", type=int, default=1)
+    ap.add_argument("--budget", default="256MB")
+    ap.add_argument("--modes", default="spatial,unblocked")
+    ap.add_argument("--json", help="write results to this path")
+    ap.add_argument("--mode", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mode:
+        print(json.dumps(run_mode(args.hw, args.n, args.mode, args.budget)))
+        return
+    rows = []
+    for mode in args.modes.split(","):
+        cmd = [sys.executable, __file__, "--mode", mode, "--hw", str(args.hw), "--n", str(args.n),
+               "--budget", args.budget]
+        res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        rows.append(res)
+        print(f"{args.hw}x{args.hw}x3 N={args.n} {mode:9s} "
+              f"{'budget ' + args.budget if mode == 'spatial' else 'one block':13s}: "
+              f"{res['seconds']:7.2f} s ({res['cpu_seconds']:.2f} CPU s, {res['threads']} threads), "
+              f"peak RSS {res['peak_rss_gb']:.2f} GB, largest tensor {res['max_tensor_numel']:,} "
+              f"elements (planned peak {res['planned_peak_gb']:.2f} GB)", flush=True)
+    if len(rows) == 2:
+        import numpy as np
+        a, b = (np.array(r["ntk"]) for r in rows)
+        print(f"max relative difference of the NTKs: {np.abs(a - b).max() / np.abs(b).max():.1e}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cases": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
