@@ -25,12 +25,13 @@ does not fit ``max_memory``, :func:`spatial_kernel` computes the kernel of a ser
 is each input's kernel with itself (the diagonal of the result for ``x2 = None``, else
 one extra pass per input).
 
-Band height and blocks of pairs come from the budget as in
-:func:`widelimit.scale.blocking.plan_blocks`: a probe measures the largest tensor of a
-one-row band of one pair (:class:`widelimit.scale.blocking.PeakBytes`: the largest tensor, and
-the bytes the allocator holds at the peak where it can tell), the geometry
-scales it to ``h`` rows (:func:`widelimit.scale.chain.peak_numel`), and
-``LIVE_TENSORS`` such tensors plus the result and the variance maps must fit.
+Band height and blocks of pairs come from the budget, measured as in
+:func:`widelimit.scale.blocking.plan_blocks`: a probe runs a one-row band of one pair under
+:class:`widelimit.scale.blocking.PeakBytes` (the largest tensor, and the bytes the allocator
+holds at the peak where it can tell: thin bands keep more tensors alive than the
+``LIVE_TENSORS`` of whole pairs); the geometry (:func:`widelimit.scale.chain.peak_numel`)
+scales that to ``h`` rows; the largest ``h`` whose bands fit next to the result, the inputs
+and the variance maps is taken.
 """
 from __future__ import annotations
 
