@@ -5,12 +5,12 @@ NNGP + NTK of x (N, 3, H, W) against itself, float32, CPU.  One pair of 64x64 im
 holds 64^4 = 16.8M entries per full spatial tensor, so the unblocked planner needs about
 3 x 10 x 16.8M x 4 B = 2 GB for one pair; with a smaller ``--budget`` the kernel is
 computed in bands of rows (widelimit.scale.spatial).  Each mode runs in a fresh
-subprocess: wall and CPU seconds of one call, peak resident memory of the process
+subprocess: wall and CPU seconds of one call after ``--warmup`` untimed ones, peak resident memory of the process
 (ru_maxrss, includes ~0.3 GB of torch import), and the largest tensor any operation
 created (the planner's measure; times LIVE_TENSORS x 4 bytes it is the planned peak).
 The unblocked mode runs with ``spatial_blocking=False`` and a budget it fits.
 
-    python benchmarks/spatial.py [--hw 64] [--n 1] [--budget 256MB] [--json PATH]
+    python benchmarks/spatial.py [--hw 64] [--n 1] [--budget 256MB] [--warmup 1] [--json PATH]
     (BENCH_THREADS=1 to pin torch to one thread)
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-def run_mode(hw: int, n: int, mode: str, budget: str) -> dict:
+def run_mode(hw: int, n: int, mode: str, budget: str, warmup: int) -> dict:
     import torch
     from conv import network
     from widelimit.scale.blocking import LIVE_TENSORS, _MaxNumel
@@ -35,6 +35,11 @@ def run_mode(hw: int, n: int, mode: str, budget: str) -> dict:
     x = torch.randn(n, 3, hw, hw, generator=torch.Generator().manual_seed(0))
     kw = (dict(max_memory=budget) if mode == "spatial"
           else dict(max_memory="64GB", spatial_blocking=False))
+    first = None
+    for _ in range(warmup):          # torch.compile of the nonlinearities' rules, caches
+        t0 = time.perf_counter()
+        network().kernel_fn(x, None, get=("nngp", "ntk"), **kw)
+        first = time.perf_counter() - t0
     probe = _MaxNumel()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -43,7 +48,7 @@ def run_mode(hw: int, n: int, mode: str, budget: str) -> dict:
     dt = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     return {"hw": hw, "n": n, "mode": mode, "budget": budget if mode == "spatial" else None,
-            "threads": torch.get_num_threads(), "seconds": dt,
+            "threads": torch.get_num_threads(), "seconds": dt, "first_call_seconds": first,
             "cpu_seconds": r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime,
             "peak_rss_gb": r1.ru_maxrss * 1024 / 1e9, "max_tensor_numel": probe.max_numel,
             "planned_peak_gb": LIVE_TENSORS * probe.max_numel * x.element_size() / 1e9,
@@ -56,16 +61,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1)
     ap.add_argument("--budget", default="256MB")
     ap.add_argument("--modes", default="spatial,unblocked")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls before the timed one")
     ap.add_argument("--json", help="write results to this path")
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mode:
-        print(json.dumps(run_mode(args.hw, args.n, args.mode, args.budget)))
+        print(json.dumps(run_mode(args.hw, args.n, args.mode, args.budget, args.warmup)))
         return
     rows = []
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--hw", str(args.hw), "--n", str(args.n),
-               "--budget", args.budget]
+               "--budget", args.budget, "--warmup", str(args.warmup)]
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         rows.append(res)
         print(f"{args.hw}x{args.hw}x3 N={args.n} {mode:9s} "
