@@ -5,7 +5,8 @@ NNGP + NTK of x (N, 3, H, W) against itself, float32, CPU.  One pair of 64x64 im
 holds 64^4 = 16.8M entries per full spatial tensor, so the unblocked planner needs about
 3 x 10 x 16.8M x 4 B = 2 GB for one pair; with a smaller ``--budget`` the kernel is
 computed in bands of rows (widelimit.scale.spatial).  Each mode runs in a fresh
-subprocess: wall and CPU seconds of one call after ``--warmup`` untimed ones, peak resident memory of the process
+subprocess: wall and CPU seconds of one call after ``--warmup`` untimed ones, peak resident
+memory of the process
 (ru_maxrss, includes ~0.36 GB of imports), the largest tensor any operation created
 (times LIVE_TENSORS x 4 bytes: the whole-pair planner's model), and the peak of the bytes
 the allocator held during the timed call (widelimit.scale.blocking.PeakBytes).

@@ -2,7 +2,8 @@
 
 Spatial blocking (:mod:`widelimit.scale.spatial`) handles architectures of the form
 
-    [Conv | AvgPool | SumPool | nonlinearity | LayerNorm]*  ->  GlobalAvgPool | GlobalSumPool | Flatten  ->  tail
+    [Conv | AvgPool | SumPool | nonlinearity | LayerNorm]*
+        ->  GlobalAvgPool | GlobalSumPool | Flatten  ->  tail
 
 (nested ``serial`` allowed; the tail acts on the small (N1, N2) kernel and may be
 anything).  :func:`split_architecture` recognises it; :func:`build_steps` records each
