@@ -78,8 +78,10 @@ def _full_pair_numel(steps: list[Step], shape: tuple) -> int:
 
 def maybe_spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any,
                          option: Option) -> Optional[Kernel]:
-    """The kernel by spatial blocking if ``option`` forces it, or (None) automatically when
-    one pair of full spatial covariances would not fit ``max_memory``; else None."""
+    """The kernel by spatial blocking when ``option`` forces it, or, for ``option=None``,
+    when the architecture allows it and one pair of full spatial covariances would not fit
+    ``max_memory`` (the whole-pair planner's rule on the geometry's largest tensor); else
+    None (the caller then blocks over pairs only)."""
     if option is False or (option is None and x1.ndim <= 2):
         return None
     if option is None:
