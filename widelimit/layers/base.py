@@ -149,13 +149,9 @@ class Layer:
             n2 = t1.shape[0] if t2 is None else t2.shape[0]
             # small image problems run in one block, without the planner's probe and threads
             small = t1.shape[0] * n2 * math.prod(t1.shape[2:]) ** 2 <= SMALL_PROBLEM
-            hint = None
-            if t1.ndim > 2 and spatial_blocking is None:
-                hint = spatial.unsupported_reason(self)
             k = run_blocked(compute, t1, t2, max_memory,
                             probe=(t1.ndim > 2 and not small) or max_memory is not None,
-                            hint=None if hint is None else
-                            f" Spatial blocking (bands of positions) does not apply: {hint}.")
+                            hint=spatial.budget_hint(self) if t1.ndim > 2 else None)
         if isinstance(k, (list, tuple)):
             out = [select(ki, get) for ki in k]
             return to_output(out, was_numpy) if get is not None else out

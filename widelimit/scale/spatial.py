@@ -52,7 +52,7 @@ from widelimit.scale.blocking import (LIVE_TENSORS, PeakBytes, _fmt, _slices, mi
 from widelimit.scale.chain import (Band, Step, as_cov, build_steps, diag_variances, make_band,
                                    peak_numel, run_band, split_architecture)
 
-__all__ = ["spatial_kernel", "maybe_spatial_kernel", "check_option", "unsupported_reason"]
+__all__ = ["spatial_kernel", "maybe_spatial_kernel", "check_option", "budget_hint"]
 
 Option = Union[None, bool, int]
 
@@ -66,9 +66,12 @@ def check_option(option: Any) -> Option:
                      f"number of output rows per band, got {option!r}.")
 
 
-def unsupported_reason(net: Layer) -> Optional[str]:
+def budget_hint(net: Layer) -> str:
+    """Appended to the whole-pair planner's error when one pair does not fit."""
     split = split_architecture(net)
-    return split if isinstance(split, str) else None
+    if isinstance(split, str):
+        return f" Spatial blocking (bands of positions) does not apply: {split}."
+    return " Or pass spatial_blocking=True to compute it in bands of positions."
 
 
 def _full_pair_numel(steps: list[Step], shape: tuple) -> int:
