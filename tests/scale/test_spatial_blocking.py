@@ -198,3 +198,23 @@ def test_peak_measure_sees_allocations():
         del a, b
         c = torch.ones(100_000, dtype=DT)
     assert 16e6 <= probe.peak < 17e6 and c.numel() == 100_000
+
+
+# ---- band geometry ------------------------------------------------------------------------
+
+def test_halo_and_runs():
+    from widelimit.scale.bands import back_indices, shift_runs
+    # 3-tap SAME conv (lo=1) on 8 positions: rows 0..1 need 0..2 (position -1 is padding)
+    assert back_indices([0, 1], 8, 3, 1, 1, False) == [0, 1, 2]
+    # CIRCULAR wraps the halo around: rows 0..1 need 7, 0, 1, 2
+    assert back_indices([0, 1], 8, 3, 1, 1, True) == [0, 1, 2, 7]
+    # stride 2, VALID, window 2: rows 1..2 need 2..5
+    assert back_indices([1, 2], 8, 2, 2, 0, False) == [2, 3, 4, 5]
+    # for d = 0 output row 0 reads 7 (the last input slot), row 1 reads 0: two runs
+    runs = shift_runs([0, 1], [0, 1, 2, 7], 8, 3, 1, 1, True)
+    assert runs[0] == [(0, 3, 1, 1), (1, 0, 1, 1)]
+    assert runs[1] == [(0, 0, 2, 1)] and runs[2] == [(0, 1, 2, 1)]
+    # zero padding: row 0 has no source for d = 0
+    assert shift_runs([0, 1], [0, 1, 2], 8, 3, 1, 1, False)[0] == [(1, 0, 1, 1)]
+    # strided source runs
+    assert shift_runs([1, 2], [2, 3, 4, 5], 8, 2, 2, 0, False) == [[(0, 0, 2, 2)], [(0, 1, 2, 2)]]
