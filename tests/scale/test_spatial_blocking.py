@@ -218,3 +218,19 @@ def test_halo_and_runs():
     assert shift_runs([0, 1], [0, 1, 2], 8, 3, 1, 1, False)[0] == [(1, 0, 1, 1)]
     # strided source runs
     assert shift_runs([1, 2], [2, 3, 4, 5], 8, 2, 2, 0, False) == [[(0, 0, 2, 2)], [(0, 1, 2, 2)]]
+
+
+def test_automatic_fallback_when_the_measured_pair_is_larger(monkeypatch):
+    """Quadrature nonlinearities hold (pair x nodes) tensors: the geometry's estimate says
+    one pair fits, the pair planner's probe says it does not; bands are used then."""
+    net = CASES["conv1d"][0]()
+    x1, x2 = _images(3, (3, 11), 1), _images(2, (3, 11), 2)
+    ref = net.kernel_fn(x1, x2, spatial_blocking=False)
+    budget = 200_000          # one pair by the geometry: ~30 KB; measured: ~600 KB
+    with pytest.raises(ValueError, match="max_memory.*spatial_blocking=True"):
+        net.kernel_fn(x1, x2, max_memory=budget, spatial_blocking=False)
+    calls = []
+    original = spatial.spatial_kernel
+    monkeypatch.setattr(spatial, "spatial_kernel", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    assert_same(net.kernel_fn(x1, x2, max_memory=budget), ref)
+    assert calls

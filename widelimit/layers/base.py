@@ -141,7 +141,7 @@ class Layer:
         def compute(a: Tensor, b: Optional[Tensor]):
             return self.apply_kernel(inputs_to_kernel(a, b, diagonal_spatial=diagonal_spatial))
 
-        from widelimit.scale.blocking import SMALL_PROBLEM, run_blocked
+        from widelimit.scale.blocking import SMALL_PROBLEM, BudgetTooSmall, run_blocked
         k = None
         if not diagonal_spatial or spatial_blocking:
             k = spatial.maybe_spatial_kernel(self, t1, t2, max_memory, spatial_blocking)
@@ -149,9 +149,16 @@ class Layer:
             n2 = t1.shape[0] if t2 is None else t2.shape[0]
             # small image problems run in one block, without the planner's probe and threads
             small = t1.shape[0] * n2 * math.prod(t1.shape[2:]) ** 2 <= SMALL_PROBLEM
-            k = run_blocked(compute, t1, t2, max_memory,
-                            probe=(t1.ndim > 2 and not small) or max_memory is not None,
-                            hint=spatial.budget_hint(self) if t1.ndim > 2 else None)
+            try:
+                k = run_blocked(compute, t1, t2, max_memory,
+                                probe=(t1.ndim > 2 and not small) or max_memory is not None,
+                                hint=spatial.budget_hint(self) if t1.ndim > 2 else None)
+            except BudgetTooSmall:
+                # the measured pair is larger than the geometry's estimate (e.g. quadrature
+                # nonlinearities): bands of positions, where the architecture allows them
+                if spatial_blocking is not None or t1.ndim <= 2 or not spatial.supports(self):
+                    raise
+                k = spatial.spatial_kernel(self, t1, t2, max_memory)
         if isinstance(k, (list, tuple)):
             out = [select(ki, get) for ki in k]
             return to_output(out, was_numpy) if get is not None else out

@@ -36,7 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from widelimit._tensors import parse_bytes
 
 __all__ = ["LIVE_TENSORS", "DEFAULT_FRACTION", "available_memory", "resolve_budget", "bytes_in_use",
-           "PeakBytes", "Plan", "plan_blocks", "run_blocked", "vector_plan"]
+           "PeakBytes", "BudgetTooSmall", "Plan", "plan_blocks", "run_blocked", "vector_plan"]
 
 #: assumed number of simultaneously live tensors of the largest size (nngp, ntk, variances,
 #: and the temporaries of a nonlinearity's dual); calibrated with benchmarks/conv.py
@@ -157,6 +157,10 @@ class Plan:
     budget: int
 
 
+class BudgetTooSmall(ValueError):
+    """``max_memory`` cannot hold one pair of inputs (raised by :func:`plan_blocks`)."""
+
+
 def _fmt(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
@@ -196,7 +200,7 @@ def plan_blocks(compute: Callable, x1: Tensor, x2: Optional[Tensor], budget: int
         cap = min(cap, max(3.0, cache_elements / per_pair))
     if mem_cap < 3:
         need = out_bytes + 3 * unit
-        raise ValueError(
+        raise BudgetTooSmall(
             f"`max_memory`={_fmt(budget)} is too small: one block of a single pair of inputs "
             f"needs about {_fmt(3 * unit)} (largest intermediate: {per_pair} elements per pair) "
             f"and the result {_fmt(out_bytes)}; pass max_memory of at least {_fmt(need)}."

@@ -52,7 +52,7 @@ from widelimit.scale.blocking import (LIVE_TENSORS, PeakBytes, _fmt, _slices, mi
 from widelimit.scale.chain import (Band, Step, as_cov, build_steps, diag_variances, make_band,
                                    peak_numel, run_band, split_architecture)
 
-__all__ = ["spatial_kernel", "maybe_spatial_kernel", "check_option", "budget_hint"]
+__all__ = ["spatial_kernel", "maybe_spatial_kernel", "check_option", "supports", "budget_hint"]
 
 Option = Union[None, bool, int]
 
@@ -64,6 +64,10 @@ def check_option(option: Any) -> Option:
         return option
     raise ValueError(f"`spatial_blocking` must be None (automatic), True, False or a positive "
                      f"number of output rows per band, got {option!r}.")
+
+
+def supports(net: Layer) -> bool:
+    return not isinstance(split_architecture(net), str)
 
 
 def budget_hint(net: Layer) -> str:
