@@ -36,7 +36,7 @@ and the variance maps is taken.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -114,18 +114,29 @@ def _ones_var(steps: list[Step], band: Band, xa: Tensor, xb: Tensor):
     return var
 
 
-def _plan(steps, shape, bands_of, x1, xb, budget, fixed, rows, symmetric):
+def _stage_counts(steps: list[Step], out_idx: list[int]) -> list[int]:
+    """Positions of the first axis at every stage for the output positions ``out_idx``."""
+    counts, idx = [len(out_idx)], out_idx
+    for st in reversed(steps):
+        idx = st.back(idx)
+        counts.insert(0, len(idx))
+    return counts
+
+
+def _plan(steps: list[Step], shape: tuple, bands_of: Callable[[list[int]], Band], gap: bool,
+          x1: Tensor, xb: Tensor, budget: int, fixed: int, rows: Optional[int],
+          symmetric: bool) -> tuple[int, int, int]:
     """(h, b1, b2): output rows per band and blocks of pairs."""
     n_last = steps[-1].n_out[0] if steps else shape[2]
     item = x1.element_size()
+    cols_all = _stage_counts(steps, list(range(n_last))) if gap else None
 
-    def numel(h: int) -> int:
-        worst = 0
-        for a in {0, max(0, (n_last - h) // 2)}:
-            band = bands_of(list(range(a, min(a + h, n_last))))
-            worst = max(worst, peak_numel(steps, shape, [len(r) for r in band.rows],
-                                          [len(c) for c in band.cols], False))
-        return worst
+    def band_numel(out_idx: list[int]) -> int:
+        r = _stage_counts(steps, out_idx)
+        return peak_numel(steps, shape, r, cols_all or r, False)
+
+    def numel(h: int) -> int:          # the largest of the bands of h rows actually run
+        return max(band_numel(list(range(a, min(a + h, n_last)))) for a in range(0, n_last, h))
 
     probe_band = bands_of([n_last // 2])
     xa, xc = x1[:1].clone(), xb[:1].clone()
@@ -134,9 +145,10 @@ def _plan(steps, shape, bands_of, x1, xb, budget, fixed, rows, symmetric):
         run_band(steps, probe_band, xa, xc, _ones_var(steps, probe_band, xa, xc), True)
     # bytes per element of the geometry's largest tensor: LIVE_TENSORS such tensors, or
     # what the probe measured when the allocator tells (more live tensors for thin bands)
-    live = LIVE_TENSORS * max(1.0, probe.max_numel / numel(1))
+    probe_numel = band_numel([n_last // 2])
+    live = LIVE_TENSORS * max(1.0, probe.max_numel / probe_numel)
     if probe.peak is not None:
-        live = max(live, probe.peak / (numel(1) * item))
+        live = max(live, probe.peak / (probe_numel * item))
     free = budget - fixed
 
     def unit(h: int) -> float:
@@ -235,7 +247,7 @@ def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any
     sizes = [st.n_in for st in steps] + [tuple(n_out)]
     var_bytes = (n1 + (0 if symmetric else n2)) * sum(math.prod(sizes[l]) for l in need) * item
     fixed = (2 * n1 * n2 + x1.numel() + (0 if symmetric else xb.numel())) * item + var_bytes
-    h, b1, b2 = _plan(steps, shape, pair, x1, xb, resolve_budget(max_memory, x1.device), fixed,
+    h, b1, b2 = _plan(steps, shape, pair, gap, x1, xb, resolve_budget(max_memory, x1.device), fixed,
                       rows, symmetric)
     chunks = [all_out[a:a + h] for a in range(0, n_out[0], h)]
     maps1 = _var_maps(steps, x1, [square(r) for r in chunks], need)
