@@ -36,7 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from widelimit._tensors import parse_bytes
 
 __all__ = ["LIVE_TENSORS", "DEFAULT_FRACTION", "available_memory", "resolve_budget", "bytes_in_use",
-           "PeakBytes", "BudgetTooSmall", "Plan", "plan_blocks", "run_blocked", "vector_plan"]
+           "PeakBytes", "BudgetTooSmall", "Plan", "parallel_map", "plan_blocks", "run_blocked", "vector_plan"]
 
 #: assumed number of simultaneously live tensors of the largest size (nngp, ntk, variances,
 #: and the temporaries of a nonlinearity's dual); calibrated with benchmarks/conv.py
@@ -116,9 +116,9 @@ _GLIBC_IN_USE = _glibc_in_use()
 
 
 def bytes_in_use(device: torch.device) -> Optional[int]:
-    """Bytes the allocator holds for live tensors now: CUDA's caching allocator, or glibc's
-    main arena plus mmapped blocks on CPU (allocations of the calling thread); None where
-    neither is available."""
+    """Bytes the allocator holds for live allocations now: CUDA's caching allocator, or
+    glibc's ``mallinfo2`` on CPU (in-use bytes of all arenas plus mmapped blocks, so worker
+    threads count too; Python objects as well); None where neither is available."""
     if device.type == "cuda":
         return int(torch.cuda.memory_allocated(device))
     if device.type == "cpu" and _GLIBC_IN_USE is not None:
@@ -315,6 +315,35 @@ _TRIM = _malloc_trim()
 TRIM_EVERY = 16
 
 
+def parallel_map(fn: Callable, items: list, device: torch.device,
+                 workers: Optional[int] = None) -> list:
+    """``[fn(item) for item in items]``, on CPU one item per thread (``workers``, default
+    torch's thread count) with single-threaded operations: no barrier per operation (which
+    costs a lot on small tensors and on shared machines); the same arithmetic per item.
+    Grad mode is carried into the threads; freed memory is handed back to the OS every
+    ``TRIM_EVERY`` items."""
+    threads = torch.get_num_threads()
+    workers = threads if workers is None else workers
+    grad = torch.is_grad_enabled()     # thread-local: carry it into the worker threads
+
+    def one(pair):
+        t, item = pair
+        with torch.set_grad_enabled(grad):
+            out = fn(item)
+        if t % TRIM_EVERY == TRIM_EVERY - 1:
+            _TRIM()
+        return out
+
+    if workers > 1 and len(items) > 1 and torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(min(workers, len(items))) as pool:
+                return list(pool.map(one, enumerate(items)))
+        finally:
+            torch.set_num_threads(threads)
+    return [one(pair) for pair in enumerate(items)]
+
+
 def _slices(n: int, b: int) -> list:
     return [slice(i, min(i + b, n)) for i in range(0, n, b)]
 
@@ -350,32 +379,13 @@ def run_blocked(compute: Callable, x1: Tensor, x2: Optional[Tensor], max_memory:
     symmetric = x2 is None
     todo = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (symmetric and j < i)]
 
-    grad = torch.is_grad_enabled()     # thread-local: carry it into the worker threads
-    order = {key: t for t, key in enumerate(todo)}
-
     def one(key):
         i, j = key
-        with torch.set_grad_enabled(grad):
-            if symmetric and i == j:
-                out = mirror(compute(x1[rows[i]], None))
-            else:
-                out = compute(x1[rows[i]], (x1 if symmetric else x2)[cols[j]])
-        if order[key] % TRIM_EVERY == TRIM_EVERY - 1:
-            _TRIM()
-        return out
+        if symmetric and i == j:
+            return mirror(compute(x1[rows[i]], None))
+        return compute(x1[rows[i]], (x1 if symmetric else x2)[cols[j]])
 
-    threads = torch.get_num_threads()
-    if threads > 1 and len(todo) > 1 and x1.device.type == "cpu":
-        # one block per thread, single-threaded operations: no barrier per operation (which
-        # costs a lot on small tensors and on shared machines); same arithmetic per entry
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(min(threads, len(todo))) as pool:
-                results = dict(zip(todo, pool.map(one, todo)))
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        results = {key: one(key) for key in todo}
+    results = dict(zip(todo, parallel_map(one, todo, x1.device)))
     first = results[(0, 0)]
     if isinstance(first, (list, tuple)):
         return [_assemble({key: v[m] for key, v in results.items()}, rows, cols, symmetric)

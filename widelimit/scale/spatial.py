@@ -48,7 +48,7 @@ from widelimit.layers.pool import GlobalAvgPool
 from widelimit.layers.combinators import Serial
 from widelimit.scale.bands import index_axis
 from widelimit.scale.blocking import (LIVE_TENSORS, PeakBytes, _fmt, _slices, mirror_lower,
-                                      resolve_budget)
+                                      parallel_map, resolve_budget)
 from widelimit.scale.chain import (Band, Step, as_cov, build_steps, diag_variances, make_band,
                                    peak_numel, run_band, split_architecture)
 
@@ -125,8 +125,9 @@ def _stage_counts(steps: list[Step], out_idx: list[int]) -> list[int]:
 
 def _plan(steps: list[Step], shape: tuple, bands_of: Callable[[list[int]], Band], gap: bool,
           x1: Tensor, xb: Tensor, budget: int, fixed: int, rows: Optional[int],
-          symmetric: bool) -> tuple[int, int, int]:
-    """(h, b1, b2): output rows per band and blocks of pairs."""
+          symmetric: bool) -> tuple[int, int, int, int]:
+    """(h, b1, b2, workers): output rows per band, blocks of pairs, and how many bands run
+    at once (CPU threads; each gets its share of the budget)."""
     n_last = steps[-1].n_out[0] if steps else shape[2]
     item = x1.element_size()
     cols_all = _stage_counts(steps, list(range(n_last))) if gap else None
@@ -154,6 +155,8 @@ def _plan(steps: list[Step], shape: tuple, bands_of: Callable[[list[int]], Band]
     def unit(h: int) -> float:
         return live * numel(h) * item
 
+    threads = torch.get_num_threads() if x1.device.type == "cpu" else 1
+    workers = max(1, min(threads, int(free // unit(1)) if unit(1) > 0 else threads))
     if rows is None:
         if unit(1) > free:
             raise ValueError(
@@ -161,39 +164,46 @@ def _plan(steps: list[Step], shape: tuple, bands_of: Callable[[list[int]], Band]
                 f"one output row of one pair needs about {_fmt(unit(1))} (largest intermediate: "
                 f"{probe.max_numel} elements) besides {_fmt(fixed)} for the result, inputs and "
                 f"variance maps; pass max_memory of at least {_fmt(unit(1) + fixed)}.")
+        share = free / workers
         lo, hi = 1, n_last
-        while lo < hi:                       # largest h with unit(h) <= free
+        while lo < hi:                       # largest h with unit(h) <= share
             mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if unit(mid) <= free else (lo, mid - 1)
+            lo, hi = (mid, hi) if unit(mid) <= share else (lo, mid - 1)
         rows = lo
     h = min(rows, n_last)
-    cap = max(1.0, free / unit(h))
+    cap = max(1.0, free / workers / unit(h))
     n1, n2 = x1.shape[0], xb.shape[0]
     if symmetric:
         b1 = b2 = max(1, min(n1, int(math.sqrt(cap))))
     else:
         b2 = max(1, min(n2, int(cap)))
         b1 = max(1, min(n1, int(cap // b2)))
-    return h, b1, b2
+    return h, b1, b2, workers
 
 
-def _var_maps(steps: list[Step], x: Tensor, square: list[Band], need: list[int]) -> dict:
-    """Per-position variances (N, *S_l) at the stages ``need``, from square bands."""
+def _var_maps(steps: list[Step], x: Tensor, square: list[Band], need: list[int],
+              workers: int) -> dict:
+    """Per-position variances (N, *S_l) at the stages ``need``, from square bands (one
+    thread per input; each writes only its own maps)."""
     sizes = [st.n_in for st in steps] + [steps[-1].n_out if steps else tuple(x.shape[2:])]
-    maps = {l: x.new_full((x.shape[0],) + sizes[l], float("nan")) for l in need}
     last = len(steps)
-    for i in range(x.shape[0]):
+
+    def one(i: int) -> dict:
+        maps = {l: x.new_full(sizes[l], float("nan")) for l in need}
         xi = x[i:i + 1]
         for band in square:
-            def var(l: int, k: Kernel, band=band, i=i):
+            def var(l: int, k: Kernel, band=band):
                 d = diag_variances(k.nngp)
                 if l in maps:
-                    maps[l][i].index_copy_(0, torch.tensor(band.rows[l], device=x.device), d[0])
+                    maps[l].index_copy_(0, torch.tensor(band.rows[l], device=x.device), d[0])
                 return as_cov(d, 1), as_cov(d, 2)
             k = run_band(steps, band, xi, xi, var, False)
             if last in maps:
                 var(last, k)
-    return maps
+        return maps
+
+    per_input = parallel_map(one, list(range(x.shape[0])), x.device, workers)
+    return {l: torch.stack([m[l] for m in per_input]) for l in need}
 
 
 def _map_var(maps1: dict, s1: slice, maps2: dict, s2: slice, band: Band):
@@ -247,38 +257,46 @@ def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any
     sizes = [st.n_in for st in steps] + [tuple(n_out)]
     var_bytes = (n1 + (0 if symmetric else n2)) * sum(math.prod(sizes[l]) for l in need) * item
     fixed = (2 * n1 * n2 + x1.numel() + (0 if symmetric else xb.numel())) * item + var_bytes
-    h, b1, b2 = _plan(steps, shape, pair, gap, x1, xb, resolve_budget(max_memory, x1.device), fixed,
-                      rows, symmetric)
+    h, b1, b2, workers = _plan(steps, shape, pair, gap, x1, xb,
+                               resolve_budget(max_memory, x1.device), fixed, rows, symmetric)
     chunks = [all_out[a:a + h] for a in range(0, n_out[0], h)]
-    maps1 = _var_maps(steps, x1, [square(r) for r in chunks], need)
-    maps2 = maps1 if symmetric else _var_maps(steps, xb, [square(r) for r in chunks], need)
+    maps1 = _var_maps(steps, x1, [square(r) for r in chunks], need, workers)
+    maps2 = maps1 if symmetric else _var_maps(steps, xb, [square(r) for r in chunks], need, workers)
     pair_bands = [pair(r) for r in chunks]
 
-    def total(xa: Tensor, xc: Tensor, s1: slice, s2: slice, m1: dict, m2: dict, want_ntk: bool):
-        nngp = ntk = k = None
-        for band in pair_bands:
-            k = run_band(steps, band, xa, xc, _map_var(m1, s1, m2, s2, band), want_ntk)
-            a, b = _reduce(k, gap)
-            nngp = a if nngp is None else nngp + a
-            ntk = b if ntk is None or b is None or b.ndim == 0 else ntk + b
-        return nngp, ntk, k
+    def totals(jobs: list, want_ntk: bool) -> list:
+        """Sum over bands of (nngp, ntk) for each job (xa, xc, s1, s2, maps_a, maps_c); one
+        thread per (job, band), summed in band order (the same result for any thread count)."""
+        def one(task):
+            (xa, xc, s1, s2, ma, mc), band = task
+            k = run_band(steps, band, xa, xc, _map_var(ma, s1, mc, s2, band), want_ntk)
+            return _reduce(k, gap) + ((k.shape1[1], k.is_gaussian, k.is_input),)
+        tasks = [(job, band) for job in jobs for band in pair_bands]
+        outs = parallel_map(one, tasks, x1.device, workers)
+        sums = []
+        for j in range(len(jobs)):
+            part = outs[j * len(pair_bands):(j + 1) * len(pair_bands)]
+            nngp, ntk = part[0][0], part[0][1]
+            for a, b, _ in part[1:]:
+                nngp = nngp + a
+                ntk = ntk if b is None or b.ndim == 0 else ntk + b
+            sums.append((nngp, ntk, part[-1][2]))
+        return sums
 
     size = math.prod(n_out)
     scale = 1.0 / (size * size) if gap and reducer.average else (1.0 if gap else 1.0 / size)
-    nngp = x1.new_zeros((n1, n2))
-    ntk: Optional[Tensor] = nngp.clone()
-    last = None
     rows_b, cols_b = _slices(n1, b1), _slices(n2, b2)
-    for i, s1 in enumerate(rows_b):
-        for j, s2 in enumerate(cols_b):
-            if symmetric and j < i:
-                continue
-            a, b, last = total(x1[s1], xb[s2], s1, s2, maps1, maps2, True)
-            nngp[s1, s2] = a * scale
-            if b.ndim == 0:
-                ntk = b
-            else:
-                ntk[s1, s2] = b * scale
+    blocks = [(s1, s2) for i, s1 in enumerate(rows_b) for j, s2 in enumerate(cols_b)
+              if not (symmetric and j < i)]
+    results = totals([(x1[s1], xb[s2], s1, s2, maps1, maps2) for s1, s2 in blocks], True)
+    nngp = x1.new_zeros((n1, n2))
+    ntk: Tensor = nngp.clone()
+    for (s1, s2), (a, b, meta) in zip(blocks, results):
+        nngp[s1, s2] = a * scale
+        if b.ndim == 0:
+            ntk = b
+        else:
+            ntk[s1, s2] = b * scale
     if symmetric:     # blocks above the diagonal, mirrored: exactly symmetric
         nngp, ntk = mirror_lower(nngp, False), mirror_lower(ntk, False)
 
@@ -288,14 +306,14 @@ def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any
         if x is x1 and symmetric:
             return torch.diagonal(nngp).clone()
         one = [slice(i, i + 1) for i in range(x.shape[0])]
-        return torch.cat([total(x[s], x[s], s, s, maps, maps, False)[0].reshape(1) * scale
-                          for s in one])
+        return torch.cat([t[0].reshape(1) * scale
+                          for t in totals([(x[s], x[s], s, s, maps, maps) for s in one], False)])
 
     cov1 = self_cov(x1, maps1)
     cov2 = None if symmetric else self_cov(xb, maps2)
-    c_last = last.shape1[1]
+    c_last, is_gaussian, is_input = meta
     width = c_last if gap else c_last * size
     k = Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, x1_is_x2=symmetric,
-               is_gaussian=last.is_gaussian if gap else False, shape1=(n1, width),
-               shape2=(n2, width), is_input=last.is_input if gap else False, diagonal_spatial=True)
+               is_gaussian=is_gaussian if gap else False, shape1=(n1, width),
+               shape2=(n2, width), is_input=is_input if gap else False, diagonal_spatial=True)
     return Serial(*tail).apply_kernel(k) if tail else k
