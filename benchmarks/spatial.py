@@ -7,9 +7,10 @@ holds 64^4 = 16.8M entries per full spatial tensor, so the unblocked planner nee
 computed in bands of rows (widelimit.scale.spatial).  Each mode runs in a fresh
 subprocess: wall and CPU seconds of one call after ``--warmup`` untimed ones, peak resident
 memory of the process
-(ru_maxrss, includes ~0.36 GB of imports), the largest tensor any operation created
-(times LIVE_TENSORS x 4 bytes: the whole-pair planner's model), and the peak of the bytes
-the allocator held during the timed call (widelimit.scale.blocking.PeakBytes).
+(ru_maxrss, includes ~0.36 GB of imports), the peak of the bytes the allocator held during
+the timed call (glibc mallinfo2 polled every millisecond, all threads), and the largest
+tensor any operation created (times LIVE_TENSORS x 4 bytes: the whole-pair planner's
+model; from one more call on one thread, as dispatch modes see only their own thread).
 The unblocked mode runs with ``spatial_blocking=False`` and a budget it fits.
 
     python benchmarks/spatial.py [--hw 64] [--n 1] [--budget 256MB] [--warmup 1] [--json PATH]
@@ -29,6 +30,35 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+class Sampler:
+    """Polls the allocator's bytes in use (all threads) every millisecond; ``peak`` above
+    the value at start."""
+
+    def __init__(self):
+        import threading
+        import torch
+        from widelimit.scale.blocking import bytes_in_use
+        self.read = lambda: bytes_in_use(torch.device("cpu"))
+        self.base = self.read()
+        self.peak = 0 if self.base is not None else None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(1e-3):
+            self.peak = max(self.peak, self.read() - self.base)
+
+    def __enter__(self):
+        if self.peak is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.peak is not None:
+            self._thread.join()
+
+
 def run_mode(hw: int, n: int, mode: str, budget: str, warmup: int) -> dict:
     import torch
     from conv import network
@@ -42,19 +72,22 @@ def run_mode(hw: int, n: int, mode: str, budget: str, warmup: int) -> dict:
         t0 = time.perf_counter()
         network().kernel_fn(x, None, get=("nngp", "ntk"), **kw)
         first = time.perf_counter() - t0
-    probe = PeakBytes(x.device)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    with probe:
+    with Sampler() as sampler:
         out = network().kernel_fn(x, None, get=("nngp", "ntk"), **kw)
     dt = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
+    probe = PeakBytes(x.device)      # largest tensor: operations of this thread only,
+    torch.set_num_threads(1)         # so run once more without worker threads
+    with probe:
+        network().kernel_fn(x, None, get=("nngp", "ntk"), **kw)
     return {"hw": hw, "n": n, "mode": mode, "budget": budget if mode == "spatial" else None,
             "threads": torch.get_num_threads(), "seconds": dt, "first_call_seconds": first,
             "cpu_seconds": r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime,
             "peak_rss_gb": r1.ru_maxrss * 1024 / 1e9, "max_tensor_numel": probe.max_numel,
             "planned_peak_gb": LIVE_TENSORS * probe.max_numel * x.element_size() / 1e9,
-            "allocator_peak_gb": None if probe.peak is None else probe.peak / 1e9,
+            "allocator_peak_gb": None if sampler.peak is None else sampler.peak / 1e9,
             "ntk": out.ntk.tolist(), "nngp": out.nngp.tolist()}
 
 

@@ -91,7 +91,8 @@ def test_automatic_spatial_path_stays_under_budget(monkeypatch):
     """A budget too small for one pair: the spatial path is taken, and its peak memory (the
     allocator's bytes in use, where measurable; and the planner's largest-tensor model)
     stays under it, while the unblocked computation of one pair exceeds it."""
-    net = CASES["conv_relu_gap"][0]()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)   # bands in this thread, which
+    net = CASES["conv_relu_gap"][0]()                           # the dispatch mode sees
     x1, x2 = _images(3, (2, 16, 16), 1), _images(2, (2, 16, 16), 2)
     budget = 3_000_000
     ref = net.kernel_fn(x1, x2, spatial_blocking=False)
@@ -234,3 +235,20 @@ def test_automatic_fallback_when_the_measured_pair_is_larger(monkeypatch):
     monkeypatch.setattr(spatial, "spatial_kernel", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     assert_same(net.kernel_fn(x1, x2, max_memory=budget), ref)
     assert calls
+
+
+@pytest.mark.parametrize("name", ["conv_relu_gap", "stride2_valid_erf_avgpool_flatten"])
+def test_bands_on_threads(name, monkeypatch):
+    """Bands on a thread pool (large bands; forced here) give the same kernel."""
+    monkeypatch.setattr(spatial, "THREADED_BANDS_FROM", 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        build, shape = CASES[name]
+        net = build()
+        x1, x2 = _images(3, shape, 1), _images(2, shape, 2)
+        for b in (None, x2):
+            assert_same(net.kernel_fn(x1, b, spatial_blocking=True, max_memory="2MB"),
+                        net.kernel_fn(x1, b, spatial_blocking=False))
+    finally:
+        torch.set_num_threads(threads)

@@ -56,6 +56,9 @@ __all__ = ["spatial_kernel", "maybe_spatial_kernel", "check_option", "supports",
 
 Option = Union[None, bool, int]
 
+#: bands run on a thread pool when a one-row band's largest tensor has this many elements
+THREADED_BANDS_FROM = 2**18
+
 
 def check_option(option: Any) -> Option:
     if option is None or isinstance(option, bool):
@@ -155,8 +158,11 @@ def _plan(steps: list[Step], shape: tuple, bands_of: Callable[[list[int]], Band]
     def unit(h: int) -> float:
         return live * numel(h) * item
 
+    # threads pay off for large bands only (small ones: Python and thread overheads)
     threads = torch.get_num_threads() if x1.device.type == "cpu" else 1
-    workers = max(1, min(threads, int(free // unit(1)) if unit(1) > 0 else threads))
+    if probe.max_numel < THREADED_BANDS_FROM:
+        threads = 1
+    workers = max(1, min(threads, int(free // unit(1))))
     if rows is None:
         if unit(1) > free:
             raise ValueError(
