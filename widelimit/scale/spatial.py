@@ -58,6 +58,8 @@ Option = Union[None, bool, int]
 
 #: bands run on a thread pool when a one-row band's largest tensor has this many elements
 THREADED_BANDS_FROM = 2**18
+#: the allocator's measured peak is used when the probe's largest tensor has this many bytes
+TRUST_ALLOCATOR_FROM = 2**20
 
 
 def check_option(option: Any) -> Option:
@@ -144,14 +146,18 @@ def _plan(steps: list[Step], shape: tuple, bands_of: Callable[[list[int]], Band]
 
     probe_band = bands_of([n_last // 2])
     xa, xc = x1[:1].clone(), xb[:1].clone()
-    probe = PeakBytes(x1.device)
-    with torch.no_grad(), probe:
-        run_band(steps, probe_band, xa, xc, _ones_var(steps, probe_band, xa, xc), True)
+    var = _ones_var(steps, probe_band, xa, xc)
+    with torch.no_grad():
+        run_band(steps, probe_band, xa, xc, var, True)   # warm-up: one-off allocations
+        probe = PeakBytes(x1.device)
+        with probe:
+            run_band(steps, probe_band, xa, xc, var, True)
     # bytes per element of the geometry's largest tensor: LIVE_TENSORS such tensors, or
-    # what the probe measured when the allocator tells (more live tensors for thin bands)
+    # what the allocator measured (more live tensors for thin bands) when the tensors are
+    # large enough to dwarf the allocations of Python objects
     probe_numel = band_numel([n_last // 2])
     live = LIVE_TENSORS * max(1.0, probe.max_numel / probe_numel)
-    if probe.peak is not None:
+    if probe.peak is not None and probe.max_numel * item >= TRUST_ALLOCATOR_FROM:
         live = max(live, probe.peak / (probe_numel * item))
     free = budget - fixed
 
