@@ -6,12 +6,9 @@ holds 64^4 = 16.8M entries per full spatial tensor, so the unblocked planner nee
 3 x 10 x 16.8M x 4 B = 2 GB for one pair; with a smaller ``--budget`` the kernel is
 computed in bands of rows (widelimit.scale.spatial).  Each mode runs in a fresh
 subprocess: wall and CPU seconds of one call after ``--warmup`` untimed ones, peak resident
-memory of the process
-(ru_maxrss, includes ~0.36 GB of imports), the peak of the bytes the allocator held during
-the timed call (glibc mallinfo2 polled every millisecond, all threads), and the largest
-tensor any operation created (times LIVE_TENSORS x 4 bytes: the whole-pair planner's
-model; from one more call on one thread, as dispatch modes see only their own thread).
-The unblocked mode runs with ``spatial_blocking=False`` and a budget it fits.
+memory of the process (ru_maxrss, includes ~0.36 GB of imports and what glibc keeps after
+frees), and the peak of the bytes the allocator held during the timed call (glibc
+mallinfo2 polled every millisecond; all threads).  The unblocked mode runs with ``spatial_blocking=False`` and a budget it fits.
 
     python benchmarks/spatial.py [--hw 64] [--n 1] [--budget 256MB] [--warmup 1] [--json PATH]
     (BENCH_THREADS=1 to pin torch to one thread)
@@ -62,7 +59,6 @@ class Sampler:
 def run_mode(hw: int, n: int, mode: str, budget: str, warmup: int) -> dict:
     import torch
     from conv import network
-    from widelimit.scale.blocking import LIVE_TENSORS, PeakBytes
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     x = torch.randn(n, 3, hw, hw, generator=torch.Generator().manual_seed(0))
     kw = (dict(max_memory=budget) if mode == "spatial"
@@ -78,15 +74,10 @@ def run_mode(hw: int, n: int, mode: str, budget: str, warmup: int) -> dict:
         out = network().kernel_fn(x, None, get=("nngp", "ntk"), **kw)
     dt = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    probe = PeakBytes(x.device)      # largest tensor: operations of this thread only,
-    torch.set_num_threads(1)         # so run once more without worker threads
-    with probe:
-        network().kernel_fn(x, None, get=("nngp", "ntk"), **kw)
     return {"hw": hw, "n": n, "mode": mode, "budget": budget if mode == "spatial" else None,
             "threads": torch.get_num_threads(), "seconds": dt, "first_call_seconds": first,
             "cpu_seconds": r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime,
-            "peak_rss_gb": r1.ru_maxrss * 1024 / 1e9, "max_tensor_numel": probe.max_numel,
-            "planned_peak_gb": LIVE_TENSORS * probe.max_numel * x.element_size() / 1e9,
+            "peak_rss_gb": r1.ru_maxrss * 1024 / 1e9,
             "allocator_peak_gb": None if sampler.peak is None else sampler.peak / 1e9,
             "ntk": out.ntk.tolist(), "nngp": out.nngp.tolist()}
 
@@ -105,7 +96,6 @@ def main() -> None:
         print(json.dumps(run_mode(args.hw, args.n, args.mode, args.budget, args.warmup)))
         return
     rows = []
-    from widelimit.scale.blocking import LIVE_TENSORS as LIVE  # noqa: N811
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--hw", str(args.hw), "--n", str(args.n),
                "--budget", args.budget, "--warmup", str(args.warmup)]
@@ -114,8 +104,7 @@ def main() -> None:
         print(f"{args.hw}x{args.hw}x3 N={args.n} {mode:9s} "
               f"{'budget ' + args.budget if mode == 'spatial' else 'one block':13s}: "
               f"{res['seconds']:7.2f} s ({res['cpu_seconds']:.2f} CPU s, {res['threads']} threads), "
-              f"peak RSS {res['peak_rss_gb']:.2f} GB, largest tensor {res['max_tensor_numel']:,} "
-              f"elements (x {LIVE}: {res['planned_peak_gb']:.2f} GB), allocator peak "
+              f"peak RSS {res['peak_rss_gb']:.2f} GB, allocator peak "
               f"{res['allocator_peak_gb'] or float('nan'):.3f} GB", flush=True)
     if len(rows) == 2:
         import numpy as np
