@@ -168,6 +168,13 @@ def _plan(steps: list[Step], shape: tuple, bands_of: Callable[[list[int]], Band]
     def unit(h: int) -> float:
         return live * numel(h) * item
 
+    def largest(ok: Callable[[int], bool]) -> int:     # largest h with ok(h), or 1
+        lo, hi = 1, n_last
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+        return lo
+
     # threads pay off for large bands only (small ones: Python and thread overheads)
     threads = torch.get_num_threads() if x1.device.type == "cpu" else 1
     if probe.max_numel < THREADED_BANDS_FROM:
@@ -180,18 +187,18 @@ def _plan(steps: list[Step], shape: tuple, bands_of: Callable[[list[int]], Band]
                 f"one output row of one pair needs about {_fmt(unit(1))} (largest intermediate: "
                 f"{probe.max_numel} elements) besides {_fmt(fixed)} for the result, inputs and "
                 f"variance maps; pass max_memory of at least {_fmt(unit(1) + fixed)}.")
-        def largest(ok: Callable[[int], bool]) -> int:     # largest h with ok(h), or 1
-            lo, hi = 1, n_last
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
-            return lo
-        fits = largest(lambda h: unit(h) <= free / workers)
         # speed: tensors below glibc's mmap threshold stay in reused memory (no page faults)
-        # and nearer the caches, but a band no shorter than the halo it recomputes
+        # and nearer the caches, but a band no shorter than the halo it recomputes; fewer
+        # threads where sharing the budget would make the bands shorter than that
         quick = largest(lambda h: numel(h) * item <= BAND_BYTES)
         halo = _stage_counts(steps, [n_last // 2])[0] - 1
-        rows = min(fits, max(quick, halo, 1))
+        target = min(max(quick, halo, 1), n_last)
+        while True:
+            fits = largest(lambda h: unit(h) <= free / workers)
+            if fits >= target or workers == 1:
+                break
+            workers -= 1
+        rows = min(fits, target)
     h = min(rows, n_last)
     cap = max(1.0, free / workers / unit(h))
     n1, n2 = x1.shape[0], xb.shape[0]
