@@ -100,19 +100,21 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
         cov1 = torch.diagonal(nngp).clone() if x1_is_x2 else (x1 * x1).sum(1) / c
         cov2 = None if x1_is_x2 else (xb * xb).sum(1) / c
     elif diagonal_spatial:
-        nngp = torch.einsum("ac...,bc...->ab...", x1, xb) / c
-        cov1 = (x1 * x1).sum(1) / c
-        cov2 = None if x1_is_x2 else (xb * xb).sum(1) / c
+        s1 = x1 * c ** -0.5               # the 1/C on the factors: no pass over the result
+        sb = s1 if x1_is_x2 else xb * c ** -0.5
+        nngp = torch.einsum("ac...,bc...->ab...", s1, sb)
+        cov1 = (s1 * s1).sum(1)
+        cov2 = None if x1_is_x2 else (sb * sb).sum(1)
     else:
-        f1 = x1.flatten(2)
-        fb = xb.flatten(2)
+        f1 = x1.flatten(2) * c ** -0.5
+        fb = f1 if x1_is_x2 else xb.flatten(2) * c ** -0.5
         sp = tuple(x1.shape[2:])
 
         def full(a: Tensor, b: Tensor, batch_pairs: bool) -> Tensor:
             if batch_pairs:
-                out = torch.einsum("acp,bcq->abpq", a, b) / c
+                out = torch.einsum("acp,bcq->abpq", a, b)
                 return _interleave(out.reshape(out.shape[:2] + sp + sp), 2, s)
-            out = torch.einsum("acp,acq->apq", a, b) / c
+            out = torch.einsum("acp,acq->apq", a, b)
             return _interleave(out.reshape(out.shape[:1] + sp + sp), 1, s)
 
         nngp = full(f1, fb, True)

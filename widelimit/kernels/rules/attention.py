@@ -114,14 +114,19 @@ def attention_rule(k: Kernel, *, qk_var: float, ov_std, b_std, mechanism: str, p
         cov1_i, cov2_i = cov1, cov2
     g1 = attention_weights(cov1_i, qk_var, mechanism)
     g2 = g1 if cov2_i is None else attention_weights(cov2_i, qk_var, mechanism)
-    new_nngp = affine(_weigh(g1, nngp, g2, True), ov_std, b_std)
+    # OV_std^2 goes on the small (N, P, P) weights of x1, not on the (N1, N2, P, P) result
+    ov1 = g1 * (ov_std * ov_std)
+    b2 = 0.0 if b_std is None else b_std * b_std
+    new_nngp = affine(_weigh(ov1, nngp, g2, True), 1.0, b_std)
     new_ntk = None
     if ntk is not None:
-        b2 = 0.0 if b_std is None else b_std * b_std
-        weighted = _weigh(g1, ntk, g2, True) if ntk.ndim else torch.zeros_like(new_nngp)
-        new_ntk = affine(weighted, ov_std, b_std) + 2 * (new_nngp - b2)
-    new_cov1 = affine(_weigh(g1, cov1, g1, False), ov_std, b_std)
-    new_cov2 = None if cov2 is None else affine(_weigh(g2, cov2, g2, False), ov_std, b_std)
+        # OV^2 G ntk G^T + b^2 + 2 (nngp' - b^2) = OV^2 G ntk G^T + 2 nngp' - b^2
+        new_ntk = new_nngp * 2 if b_std is None else torch.sub(new_nngp * 2, b2)
+        if ntk.ndim:   # a 0-d ntk is the zero of the raw input
+            new_ntk = new_ntk.add_(_weigh(ov1, ntk, g2, True))
+    new_cov1 = affine(_weigh(ov1, cov1, g1, False), 1.0, b_std)
+    new_cov2 = None if cov2 is None else affine(_weigh(g2 * (ov_std * ov_std), cov2, g2, False),
+                                                1.0, b_std)
     shape1 = (k.shape1[0], n_chan_out) + spatial
     shape2 = (k.shape2[0], n_chan_out) + spatial
     return k.replace(nngp=from_flat(new_nngp, 2, spatial),
