@@ -16,6 +16,7 @@ from torch.nn.parameter import UninitializedParameter
 
 from widelimit.kernels.rules.conv import (check_padding, conv_local_rule, conv_out_size, conv_pads,
                                           conv_rule, pad_axis)
+from widelimit.kernels.masking import map_masks, remask, window_mask
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.dense import _float, check_affine_args, init_affine_
@@ -184,8 +185,13 @@ class Conv(Layer):
     def apply_kernel(self, k: Kernel) -> Kernel:
         check_spatial(k.shape1, len(self.filter_shape), type(self).__name__)
         width = self.out_chan * (self.s[1] if self.parameterization == "standard" else 1)
-        return self._rule(k, self.filter_shape, self.strides, self.padding, self.W_std, self.b_std,
-                          self.parameterization, self.s[0], width)
+        out = self._rule(remask(k), self.filter_shape, self.strides, self.padding, self.W_std,
+                         self.b_std, self.parameterization, self.s[0], width)
+        return map_masks(out, self.mask_fn)
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        """Output position mask: the input mask at each window's centre."""
+        return window_mask(mask, self.filter_shape, self.strides, self.padding)
 
     def build(self) -> nn.Module:
         return self._module(self.out_chan, self.filter_shape, self.strides, self.padding,

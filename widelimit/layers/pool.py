@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from widelimit.kernels.rules.conv import box_sum, check_padding
 from widelimit.kernels.rules.pool import global_pool_rule, pool_rule
+from widelimit.kernels.masking import map_masks, remask, window_mask
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.conv import check_spatial, check_tuple, pad_input
@@ -65,8 +66,14 @@ class _Pool(Layer):
 
     def apply_kernel(self, k: Kernel) -> Kernel:
         check_spatial(k.shape1, len(self.window_shape), type(self).__name__)
-        return pool_rule(k, self.window_shape, self.strides, self.padding, self.average,
-                         self.normalize_edges)
+        out = pool_rule(remask(k), self.window_shape, self.strides, self.padding, self.average,
+                        self.normalize_edges)
+        return map_masks(out, self.mask_fn)
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        """Output position mask: the input mask at each window's centre (masked positions
+        inside a window count as zeros, as neural-tangents' AvgPool)."""
+        return window_mask(mask, self.window_shape, self.strides, self.padding)
 
     def build(self) -> nn.Module:
         return PoolModule(self.window_shape, self.strides, self.padding, self.average,
@@ -116,7 +123,7 @@ class GlobalAvgPool(Layer):
     average = True
 
     def apply_kernel(self, k: Kernel) -> Kernel:
-        return global_pool_rule(k, self.average)
+        return global_pool_rule(remask(k), self.average)
 
     def build(self) -> nn.Module:
         return GlobalPoolModule(self.average)
