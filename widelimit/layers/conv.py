@@ -20,6 +20,7 @@ from widelimit.kernels.masking import map_masks, remask, window_mask
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.dense import _float, check_affine_args, init_affine_
+from widelimit.layers.masking import ZeroMaskedInput
 
 __all__ = ["Conv", "ConvLocal", "ConvModule", "ConvLocalModule", "pad_input", "check_tuple"]
 
@@ -50,7 +51,7 @@ def pad_input(x: Tensor, window, strides, padding: str) -> Tensor:
     return x
 
 
-class _LazyAffine(LazyModuleMixin, nn.Module):
+class _LazyAffine(ZeroMaskedInput, LazyModuleMixin, nn.Module):
     """Shared lazy initialisation in the NTK or standard parametrization."""
 
     cls_to_become = None
@@ -102,6 +103,9 @@ class _LazyAffine(LazyModuleMixin, nn.Module):
             return out
         b = self.bias if self.bias.ndim > 1 else self.bias.reshape((-1,) + (1,) * (out.ndim - 2))
         return out + scale * b
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        return window_mask(mask, self.filter_shape, self.strides, self.padding)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_chan}, out={self.out_chan}, filter_shape={self.filter_shape}, "
