@@ -213,3 +213,20 @@ def test_bad_masks():
     from widelimit.layers.masking import forward_masked
     with pytest.raises(ValueError, match="Linear does not support masked inputs"):
         forward_masked(torch.nn.Linear(6, 2), z1, m1[:, 0])
+
+
+def test_monte_carlo_kernel_fn_with_masks():
+    """wl.monte_carlo_kernel_fn passes masks to the finite networks (empirical NTK under vmap)."""
+    import widelimit as wl
+    w = 64
+    net = NETS["softmax_pe"](w)
+    x1, x2 = _padded([5, 2, 3], length=5, seed=12), _padded([4, 5], length=5, seed=13)
+    mc = wl.monte_carlo_kernel_fn(net, 6)
+    got = mc(x1, x2, ("nngp", "ntk"), return_samples=True, mask_constant=NAN)
+    exact = net.kernel_fn(x1, x2, ("nngp", "ntk"), mask_constant=NAN)
+    for kind in ("nngp", "ntk"):
+        assert_mc_close(getattr(got, kind).numpy(), getattr(exact, kind).numpy(), w, bias=6.0,
+                        what=kind)
+    masks = (torch.isnan(x1)[:, 0], torch.isnan(x2)[:, 0])
+    same = mc(x1.nan_to_num(2.0), x2.nan_to_num(2.0), "ntk", mask=masks)
+    torch.testing.assert_close(same, got.ntk.mean(0), rtol=1e-10, atol=0)

@@ -66,18 +66,20 @@ def entry_mask(x: Tensor, mask: Any = None, mask_constant: Optional[float] = Non
     return m
 
 
-def apply_mask(x: Tensor, entries: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+def apply_mask(x: Tensor, entries: Optional[Tensor], drop_empty: bool = True
+               ) -> tuple[Tensor, Optional[Tensor]]:
     """``(x with masked entries set to 0, position mask (N, *S) or None)``.
 
     A position is masked when all its channels are; entries masked in only some
     channels are just zeroed (as neural-tangents after its first Dense/Conv layer).
-    A mask that masks nothing is returned as None.
+    With ``drop_empty`` a mask that masks nothing is returned as None (a data-dependent
+    branch: not under ``torch.func.vmap``).
     """
     if entries is None:
         return x, None
     x = torch.where(entries, torch.zeros((), dtype=x.dtype, device=x.device), x)
     pos = entries.expand(x.shape).all(1)
-    return x, (pos if bool(pos.any()) else None)
+    return x, (None if drop_empty and not bool(pos.any()) else pos)
 
 
 def _spread(m: Tensor, batch_ndim: int, batch_at: int, slot: int, full: bool) -> Tensor:

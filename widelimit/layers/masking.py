@@ -50,7 +50,7 @@ def masked_call(m: nn.Module, x: Tensor, mask: Any = None,
     """``m(x)`` with ``mask`` (per entry, broadcastable, or per position (N, *S)) or
     ``mask_constant``: masked entries are zeroed first, the output is zero at masked
     output positions."""
-    x, pos = apply_mask(x, entry_mask(x, mask, mask_constant, "x"))
+    x, pos = apply_mask(x, entry_mask(x, mask, mask_constant, "x"), drop_empty=False)
     out, out_mask = forward_masked(m, x, pos)
     return zero_masked(out, out_mask)
 
