@@ -11,7 +11,8 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 from widelimit._tensors import check_positive
-from widelimit.kernels.rules.attention import MECHANISMS, attention_rule, positional_covariance
+from widelimit.kernels.rules.attention import (MECHANISMS, apply_mechanism, attention_rule,
+                                               positional_covariance)
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.masking import zero_masked
@@ -97,12 +98,7 @@ class SelfAttentionModule(LazyModuleMixin, nn.Module):
         vals = torch.einsum("npc,hck->hnpk", values_in, self.value)
         d = cfg.n_chan_key if self.query is None else math.sqrt(cfg.n_chan_key)
         g = queries @ keys.transpose(-1, -2) * (cfg.qk_std / (tokens.shape[-1] * d))
-        if keys_masked is None:
-            g = MECHANISMS[cfg.attention_mechanism](g)
-        elif cfg.attention_mechanism == "SOFTMAX":
-            g = torch.softmax(g.masked_fill(keys_masked, torch.finfo(g.dtype).min), -1)
-        else:
-            g = MECHANISMS[cfg.attention_mechanism](g).masked_fill(keys_masked, 0.0)
+        g = apply_mechanism(g, cfg.attention_mechanism, keys_masked)
         heads = (g @ vals).permute(1, 2, 3, 0).reshape(n, tokens.shape[1], -1)   # (N, P, V H)
         out = heads @ self.out * (cfg.ov_std / math.sqrt(cfg.n_chan_val * cfg.n_heads *
                                                          values_in.shape[-1]))

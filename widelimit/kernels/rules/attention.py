@@ -40,8 +40,8 @@ from widelimit.kernels.masking import remask
 from widelimit.kernels.rules.affine import affine
 from widelimit.kernels.state import Kernel
 
-__all__ = ["to_flat", "from_flat", "positional_covariance", "attention_weights",
-           "attention_rule", "MECHANISMS"]
+__all__ = ["to_flat", "from_flat", "positional_covariance", "apply_mechanism",
+           "attention_weights", "attention_rule", "MECHANISMS"]
 
 MECHANISMS: dict = {
     "SOFTMAX": lambda g: torch.softmax(g, -1),
@@ -89,17 +89,22 @@ def positional_covariance(spatial: tuple, p_norm: float, decay_fn: Optional[Call
     return out if isinstance(out, Tensor) else torch.as_tensor(out, dtype=like.dtype)
 
 
+def apply_mechanism(logits: Tensor, mechanism: str, masked_keys: Optional[Tensor] = None) -> Tensor:
+    """phi(logits) over the last (key) axis, with no weight on keys where ``masked_keys``
+    (broadcastable to ``logits``) is True: the softmax runs over the unmasked keys (a
+    query whose keys are all masked gets uniform weights, as neural-tangents)."""
+    if masked_keys is None:
+        return MECHANISMS[mechanism](logits)
+    if mechanism == "SOFTMAX":
+        return torch.softmax(logits.masked_fill(masked_keys, torch.finfo(logits.dtype).min), -1)
+    return MECHANISMS[mechanism](logits).masked_fill(masked_keys, 0.0)
+
+
 def attention_weights(cov: Tensor, qk_var: float, mechanism: str,
                       mask: Optional[Tensor] = None) -> Tensor:
     """G = phi(QK_std K(x, x)) for flattened per-example covariances (N, P, P), with no
     weight on masked keys (``mask`` (N, P), True = masked)."""
-    logits = qk_var * cov
-    if mask is None:
-        return MECHANISMS[mechanism](logits)
-    keys = mask[:, None, :]
-    if mechanism == "SOFTMAX":
-        return torch.softmax(logits.masked_fill(keys, torch.finfo(logits.dtype).min), -1)
-    return MECHANISMS[mechanism](logits).masked_fill(keys, 0.0)
+    return apply_mechanism(qk_var * cov, mechanism, None if mask is None else mask[:, None, :])
 
 
 def _weigh(g1: Tensor, mat: Tensor, g2: Tensor, batch_pairs: bool) -> Tensor:
