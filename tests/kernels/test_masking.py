@@ -119,8 +119,22 @@ def test_masked_outputs_are_zero():
     assert (k[2] == 0).all() and (k[:2] != 0).all()
 
 
+@pytest.fixture
+def block_grids(monkeypatch):
+    """The (row, column) block counts of every blocked kernel computed in the test."""
+    import widelimit.scale.blocking as blocking
+    grids, assemble = [], blocking._assemble
+
+    def spy(blocks, rows, cols, symmetric):
+        grids.append((len(rows), len(cols)))
+        return assemble(blocks, rows, cols, symmetric)
+
+    monkeypatch.setattr(blocking, "_assemble", spy)
+    return grids
+
+
 @pytest.mark.parametrize("same", [True, False])
-def test_blocked_equals_unblocked_with_masks(same):
+def test_blocked_equals_unblocked_with_masks(same, block_grids):
     net = L.serial(L.Conv(8, (3,), padding="SAME", W_std=1.5, b_std=0.1), L.Relu(),
                    L.GlobalSelfAttention(8, 8, 8, 2, b_std=0.1, pos_emb_type="SUM"), L.Relu(),
                    L.AvgPool((2,), (2,), "SAME"), L.Conv(8, (2,), padding="SAME"), L.Relu())
@@ -132,18 +146,22 @@ def test_blocked_equals_unblocked_with_masks(same):
     torch.testing.assert_close(got.ntk, ref.ntk, rtol=1e-12, atol=1e-15)
     assert torch.equal(got.mask1, ref.mask1)
     assert (got.mask2 is None) == same and (same or torch.equal(got.mask2, ref.mask2))
+    assert block_grids and all(r * c > 1 for r, c in block_grids)
     top = L.serial(net, L.GlobalAvgPool(), L.Dense(1))
     torch.testing.assert_close(top.kernel_fn(x1, x2, "ntk", mask_constant=NAN, max_memory="0.4MB"),
                                top.kernel_fn(x1, x2, "ntk", mask_constant=NAN), rtol=1e-12, atol=0)
 
 
-def test_blocking_splits_masks():
-    """Tiny budget: blocks of one pair; each block must see its own examples' masks."""
+def test_blocking_splits_masks(block_grids):
+    """A budget of about one pair per block: each block must see its own examples' masks."""
     net = _gap_net()
-    x = _padded([6, 1, 4, 2, 5], seed=6)
-    ref = net.kernel_fn(x, x, "nngp", mask_constant=NAN)
-    torch.testing.assert_close(net.kernel_fn(x, x, "nngp", mask_constant=NAN, max_memory="0.2MB"),
-                               ref, rtol=1e-12, atol=0)
+    x1 = _padded([16, 1, 9, 2, 5, 12], length=16, seed=6)
+    x2 = _padded([3, 16, 7], length=16, seed=7)
+    for b in (None, x2):
+        ref = net.kernel_fn(x1, b, "nngp", mask_constant=NAN)
+        got = net.kernel_fn(x1, b, "nngp", mask_constant=NAN, max_memory="100KB")
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
+    assert block_grids == [(6, 6), (6, 3)]
 
 
 def test_finite_module_masks():

@@ -95,7 +95,10 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
     c = x1.shape[1]
     s = x1.ndim - 2
     if s == 0:
-        nngp = (x1 * (1.0 / c)) @ xb.T     # scale the (N, d) factor, not the (N1, N2) result
+        # scale the (N, d) factors, not the (N1, N2) result; both by 1/sqrt(C), so that the
+        # kernel of an input pair does not depend on the order of the pair or of the inputs
+        s1 = x1 * c ** -0.5
+        nngp = s1 @ (s1 if x1_is_x2 else xb * c ** -0.5).T
         # x1 against itself: the diagonal *is* cov1, bit for bit, so that every later
         # rule sees exactly collinear pairs there (angle 0) instead of rounding noise.
         cov1 = torch.diagonal(nngp).clone() if x1_is_x2 else (x1 * x1).sum(1) / c
