@@ -9,7 +9,8 @@ unmasked positions and attention gives masked keys no weight.  The output of a c
 with a mask is zero at the masked output positions (neural-tangents' ``unmask_fn``).
 
 Usage: ``model(x, mask=m)`` or ``model(x, mask_constant=float("nan"))`` on the module
-of a ``serial`` (or of a single position-mixing layer).  Module protocol:
+of a ``serial``; ``masked_call(module, x, mask=m)`` for the module of a single layer.
+Module protocol:
 
 * ``forward_masked(x, mask) -> (out, out_mask)`` where the module needs the mask;
 * ``mask_pointwise = True`` for modules acting on each position separately (the mask
