@@ -179,3 +179,67 @@ IMAGE_ARCHITECTURES.update({
         S.Conv(8, (1,), W_std=1.2, b_std=0.1), S.Relu(), _aggregate(S, ch), S.GlobalSumPool(),
         S.Dense(1))),
 })
+
+# attention with the standard 1/sqrt(d) scaling: neural-tangents has a closed form only for
+# the identity mechanism
+IMAGE_ARCHITECTURES.update({
+    "attention_sqrt_identity": ((3, 5), lambda S, ch: S.serial(
+        S.Conv(8, (2,), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        _attn(S, linear_scaling=False, attention_mechanism="IDENTITY"), S.Relu(),
+        S.GlobalAvgPool(), S.Dense(1))),
+    "attention_sqrt_identity_pe": ((2, 2, 3), lambda S, ch: S.serial(
+        S.Conv(8, (1, 1), W_std=1.4, b_std=0.1),
+        _attn(S, linear_scaling=False, attention_mechanism="IDENTITY", pos_emb_type="CONCAT",
+              pos_emb_decay_fn=lambda d: 1.0 / (1.0 + d), n_chan_pos_emb=3), S.Erf(),
+        _attn(S, linear_scaling=False, attention_mechanism="IDENTITY", pos_emb_type="SUM",
+              val_pos_emb=True, W_pos_emb_std=0.6), S.Flatten(), S.Dense(1))),
+})
+
+
+# ---- masked (variable-length) inputs: name -> (shape, build, mask_constant, lengths1,
+# lengths2); positions at and after an example's length along the last spatial axis hold
+# mask_constant in every channel (``inputs_padded``); both libraries get mask_constant.
+
+def inputs_padded(shape, lengths1, lengths2, constant, seed=2):
+    """Padded x1, x2 (PyTorch layout); x2[0] == x1[0] (give them the same length)."""
+    x1, x2 = inputs_images(shape, len(lengths1), len(lengths2), seed)
+    for x, lengths in ((x1, lengths1), (x2, lengths2)):
+        for i, n in enumerate(lengths):
+            x[i, ..., n:] = constant
+    return x1, x2
+
+
+NAN = float("nan")
+MASKED_ARCHITECTURES = {
+    "masked_conv_gap": ((3, 9), lambda S, ch: S.serial(
+        S.Conv(8, (3,), (2,), "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Conv(8, (2,), None, "VALID", W_std=1.3, b_std=0.1), S.Relu(), S.GlobalAvgPool(),
+        S.Dense(1, W_std=1.1, b_std=0.05)), NAN, (9, 6, 0, 2), (9, 7, 4)),
+    "masked_pool": ((2, 10), lambda S, ch: S.serial(
+        S.Conv(8, (3,), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.AvgPool((3,), (2,), "SAME"), S.Conv(8, (2,), None, "CIRCULAR", W_std=1.2),
+        S.Relu(), S.SumPool((2,), (1,), "VALID"), S.GlobalSumPool(), S.Dense(1)),
+     NAN, (10, 7, 4), (10, 5, 8)),
+    "masked_flatten_2d": ((2, 3, 5), lambda S, ch: S.serial(
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.AvgPool((2, 2), (1, 1), "SAME", normalize_edges=True), S.Flatten(), S.Dense(1)),
+     -3.0, (5, 3, 2), (5, 4)),
+    "masked_attention_softmax": ((3, 7), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1), _attn(S), S.Relu(), S.GlobalAvgPool(),
+        S.Dense(1)), NAN, (7, 5, 0, 1), (7, 4, 6)),
+    "masked_attention_pe": ((2, 2, 5), lambda S, ch: S.serial(
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        _attn(S, pos_emb_type="SUM", W_pos_emb_std=0.7, val_pos_emb=True), S.Erf(),
+        _attn(S, attention_mechanism="RELU", pos_emb_type="CONCAT",
+              pos_emb_decay_fn=lambda d: 1.0 / (1.0 + d), n_chan_pos_emb=4), S.Relu(),
+        S.GlobalAvgPool(), S.Dense(1)), 5.0, (5, 3, 4), (5, 2)),
+    "masked_attention_sqrt_identity": ((3, 6), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1),
+        _attn(S, linear_scaling=False, attention_mechanism="IDENTITY", pos_emb_type="SUM",
+              W_pos_emb_std=0.8), S.Relu(), S.Conv(8, (2,), None, "SAME", W_std=1.2),
+        S.Relu(), S.GlobalAvgPool(), S.Dense(1)), NAN, (6, 4, 2), (6, 5, 3)),
+    "masked_graph": ((3, 6), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1), S.Relu(), _aggregate(S, ch),
+        S.Conv(8, (1,), W_std=1.2, b_std=0.1), S.Relu(), S.GlobalAvgPool(), S.Dense(1)),
+     NAN, (6, 4, 5), (6, 3)),
+}

@@ -18,8 +18,9 @@ jax.config.update("jax_enable_x64", True)
 from neural_tangents import stax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from architectures import (ARCHITECTURES, GRAPH_PATTERN, IMAGE_ARCHITECTURES, inputs,  # noqa: E402
-                           inputs_images, to_channels_last)
+from architectures import (ARCHITECTURES, GRAPH_PATTERN, IMAGE_ARCHITECTURES,  # noqa: E402
+                           MASKED_ARCHITECTURES, inputs, inputs_images, inputs_padded,
+                           to_channels_last)
 
 out = {}
 x1, x2 = inputs()
@@ -31,13 +32,15 @@ for name, build in ARCHITECTURES.items():
         out[f"{name}/{tag}/nngp"] = np.asarray(k.nngp)
         out[f"{name}/{tag}/ntk"] = np.asarray(k.ntk)
     print(f"{name}: ok")
-for name, (shape, build) in IMAGE_ARCHITECTURES.items():
-    i1, i2 = inputs_images(shape)
+
+
+def image_case(name, build, i1, i2, mask_constant=None):
+    """Reference kernels of an image architecture on x1 = i1, x2 = i2 or None."""
     out[f"{name}/x1"], out[f"{name}/x2"] = i1, i2
     _, _, kernel_fn = build(stax, -1)
     for tag, b in (("12", i2), ("11", None)):
-        kw = {}
-        if name.startswith("graph_"):
+        kw = {} if mask_constant is None else {"mask_constant": mask_constant}
+        if "graph" in name:
             p1 = np.broadcast_to(GRAPH_PATTERN, (len(i1),) + GRAPH_PATTERN.shape)
             kw["pattern"] = (p1, p1 if b is None else
                              np.broadcast_to(GRAPH_PATTERN, (len(b),) + GRAPH_PATTERN.shape))
@@ -46,6 +49,12 @@ for name, (shape, build) in IMAGE_ARCHITECTURES.items():
         out[f"{name}/{tag}/nngp"] = np.asarray(k.nngp)
         out[f"{name}/{tag}/ntk"] = np.asarray(k.ntk)
     print(f"{name}: ok")
+
+
+for name, (shape, build) in IMAGE_ARCHITECTURES.items():
+    image_case(name, build, *inputs_images(shape))
+for name, (shape, build, constant, lengths1, lengths2) in MASKED_ARCHITECTURES.items():
+    image_case(name, build, *inputs_padded(shape, lengths1, lengths2, constant), constant)
 path = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "nt_reference.npz")
 np.savez_compressed(path, **out)
 print("wrote", os.path.normpath(path))

@@ -12,28 +12,31 @@ import torch
 from torch.func import functional_call, jacrev
 
 
-def _per_net(net, x1, x2, seed, ntk: bool):
+def _per_net(net, x1, x2, seed, ntk: bool, kw1=None, kw2=None):
+    kw1, kw2 = kw1 or {}, kw2 or {}
     m = net.module(tuple(x1.shape[1:]), dtype=x1.dtype, seed=seed)
     with torch.no_grad():
-        f1, f2 = m(x1), m(x2)
+        f1, f2 = m(x1, **kw1), m(x2, **kw2)
     g = (f1 @ f2.T / f1.shape[1]).numpy()
     if not ntk:
         return g, None
     params = {k: v.detach() for k, v in m.named_parameters()}
 
-    def f(p, x):
-        return functional_call(m, p, (x,))
+    def f(p, x, kw):
+        return functional_call(m, p, (x,), kw)
 
-    j1 = jacrev(f)(params, x1)
-    j2 = jacrev(f)(params, x2)
+    j1 = jacrev(f)(params, x1, kw1)
+    j2 = jacrev(f)(params, x2, kw2)
     t = sum(torch.einsum("ao...,bo...->ab", j1[k].flatten(2), j2[k].flatten(2)) for k in params)
     return g, (t / f1.shape[1]).numpy()
 
 
-def mc_kernels(net, x1, x2, n_nets: int, ntk: bool = False):
+def mc_kernels(net, x1, x2, n_nets: int, ntk: bool = False, kw1=None, kw2=None):
+    """Per-network empirical kernels; ``kw1`` / ``kw2``: forward keyword arguments for
+    x1 / x2 (e.g. ``{"mask_constant": float("nan")}``)."""
     gs, ts = [], []
     for s in range(n_nets):
-        g, t = _per_net(net, x1, x2, 1000 + s, ntk)
+        g, t = _per_net(net, x1, x2, 1000 + s, ntk, kw1, kw2)
         gs.append(g)
         if t is not None:
             ts.append(t)

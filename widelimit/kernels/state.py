@@ -12,6 +12,8 @@ an infinitely wide layer:
 * ``cov1`` / ``cov2`` -- the same quantity for each input against itself
   (batch-diagonal): (N1,), (N1, *S) or (N1, S1, S1, ...). ``cov2`` is None when
   ``x1_is_x2``.
+* ``mask1`` / ``mask2`` -- boolean position masks (N, *S) (``True`` = masked, (N,) for
+  vectors) of variable-length inputs, or None (:mod:`widelimit.kernels.masking`).
 
 Mirrors the `Kernel` object of neural-tangents (Novak et al., 2020).
 """
@@ -80,11 +82,13 @@ def _interleave(x: Tensor, n_batch: int, n_spatial: int) -> Tensor:
 
 
 def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool = True,
-                     compute_ntk: bool = True) -> Kernel:
+                     compute_ntk: bool = True, mask1: Optional[Tensor] = None,
+                     mask2: Optional[Tensor] = None) -> Kernel:
     """The kernel of the inputs themselves: covariances averaged over channels.
 
     ``nngp = x1 . x2 / C`` over the channel axis (axis 1), per spatial position
-    (or per pair of positions when ``diagonal_spatial`` is False).
+    (or per pair of positions when ``diagonal_spatial`` is False).  ``mask1`` /
+    ``mask2`` are position masks of inputs whose masked entries are already zero.
     """
     x1_is_x2 = x2 is None
     xb = x1 if x2 is None else x2
@@ -123,7 +127,8 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
     ntk = torch.zeros((), dtype=x1.dtype, device=x1.device) if compute_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, x1_is_x2=x1_is_x2,
                   is_gaussian=False, is_input=True, shape1=tuple(x1.shape),
-                  shape2=tuple(xb.shape), diagonal_spatial=diagonal_spatial or s == 0)
+                  shape2=tuple(xb.shape), diagonal_spatial=diagonal_spatial or s == 0,
+                  mask1=mask1, mask2=None if x1_is_x2 else mask2)
 
 
 def _diag_spatial(cov: Tensor, n_spatial: int) -> Tensor:

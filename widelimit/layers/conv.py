@@ -16,9 +16,11 @@ from torch.nn.parameter import UninitializedParameter
 
 from widelimit.kernels.rules.conv import (check_padding, conv_local_rule, conv_out_size, conv_pads,
                                           conv_rule, pad_axis)
+from widelimit.kernels.masking import map_masks, remask, window_mask
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.dense import _float, check_affine_args, init_affine_
+from widelimit.layers.masking import ZeroMaskedInput
 
 __all__ = ["Conv", "ConvLocal", "ConvModule", "ConvLocalModule", "pad_input", "check_tuple"]
 
@@ -49,7 +51,7 @@ def pad_input(x: Tensor, window, strides, padding: str) -> Tensor:
     return x
 
 
-class _LazyAffine(LazyModuleMixin, nn.Module):
+class _LazyAffine(ZeroMaskedInput, LazyModuleMixin, nn.Module):
     """Shared lazy initialisation in the NTK or standard parametrization."""
 
     cls_to_become = None
@@ -101,6 +103,9 @@ class _LazyAffine(LazyModuleMixin, nn.Module):
             return out
         b = self.bias if self.bias.ndim > 1 else self.bias.reshape((-1,) + (1,) * (out.ndim - 2))
         return out + scale * b
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        return window_mask(mask, self.filter_shape, self.strides, self.padding)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_chan}, out={self.out_chan}, filter_shape={self.filter_shape}, "
@@ -184,8 +189,13 @@ class Conv(Layer):
     def apply_kernel(self, k: Kernel) -> Kernel:
         check_spatial(k.shape1, len(self.filter_shape), type(self).__name__)
         width = self.out_chan * (self.s[1] if self.parameterization == "standard" else 1)
-        return self._rule(k, self.filter_shape, self.strides, self.padding, self.W_std, self.b_std,
-                          self.parameterization, self.s[0], width)
+        out = self._rule(remask(k), self.filter_shape, self.strides, self.padding, self.W_std,
+                         self.b_std, self.parameterization, self.s[0], width)
+        return map_masks(out, self.mask_fn)
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        """Output position mask: the input mask at each window's centre."""
+        return window_mask(mask, self.filter_shape, self.strides, self.padding)
 
     def build(self) -> nn.Module:
         return self._module(self.out_chan, self.filter_shape, self.strides, self.padding,
