@@ -3,7 +3,7 @@ from widelimit.layers.base import Layer
 from widelimit.layers.combinators import (FanInConcat, FanInProd, FanInSum, FanOut, Identity,
                                           parallel, repeat, serial)
 from widelimit.layers.attention import GlobalSelfAttention
-from widelimit.layers.conv import Conv, ConvLocal
+from widelimit.layers.conv import Conv, ConvLocal, ConvTranspose
 from widelimit.layers.dense import Dense
 from widelimit.layers.graph import Aggregate
 from widelimit.layers.nonlinear import (ABRelu, Abs, Cos, Elementwise, Erf, Exp, ExpNormalized,
@@ -20,6 +20,6 @@ __all__ = [
     "ExpNormalized", "Gabor", "Gaussian", "Gelu", "Hermite", "LeakyRelu", "Monomial", "Polynomial",
     "Rbf", "RectifiedMonomial", "Relu", "Sigmoid_like", "Sign", "Silu", "Sin", "Softplus", "Tanh",
     "Dropout", "LayerNorm",
-    "Conv", "ConvLocal", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    "Conv", "ConvLocal", "ConvTranspose", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
     "GlobalSelfAttention", "Aggregate", "Index", "Slice",
 ]
