@@ -13,6 +13,7 @@ from widelimit.layers.nonlinear import (ABRelu, Abs, Cos, Elementwise, Erf, Exp,
 from widelimit.layers.normalization import Dropout, LayerNorm
 from widelimit.layers.pool import AvgPool, GlobalAvgPool, GlobalSumPool, SumPool
 from widelimit.layers.reshape import Flatten, Index, Slice
+from widelimit.layers.resize import ImageResize
 
 __all__ = [
     "Layer", "serial", "parallel", "repeat", "FanOut", "FanInSum", "FanInProd", "FanInConcat",
@@ -22,4 +23,5 @@ __all__ = [
     "Dropout", "LayerNorm",
     "Conv", "ConvLocal", "ConvTranspose", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
     "GlobalSelfAttention", "Aggregate", "Index", "Slice",
+    "ImageResize",
 ]
