@@ -238,3 +238,17 @@ IMAGE_ARCHITECTURES.update({
         S.ConvTranspose(8, (3,), (2,), "SAME", W_std=1.3, b_std=0.1), S.Relu(),
         S.ImageResize(_resize_shape(ch, 4), "nearest"), S.GlobalAvgPool(), S.Dense(1))),
 })
+
+
+# finite-layer checks (module outputs against jax.image.resize / stax.ConvTranspose apply_fn)
+RESIZE_APPLY_METHODS = ("nearest", "linear", "cubic", "lanczos3", "lanczos5")
+RESIZE_APPLY_SHAPES = (((2, 3, 7, 5), (2, 3, 4, 11)), ((2, 3, 4, 9), (2, 3, 13, 3)),
+                       ((1, 2, 17), (1, 2, 5)), ((1, 2, 3, 4, 5), (1, 2, 5, 2, 5)))
+CONV_TRANSPOSE_APPLY_CASES = (((2, 2, 5, 4), (3, 2), (2, 1), "SAME"),
+                              ((2, 2, 5, 4), (3, 2), (2, 3), "VALID"),
+                              ((2, 2, 4, 3), (2, 2), (3, 2), "VALID"),
+                              ((2, 2, 5, 4), (3, 3), (2, 2), "CIRCULAR"),
+                              ((2, 2, 4, 3), (4, 1), (1, 2), "CIRCULAR"),
+                              ((2, 2, 2), (9,), (1,), "CIRCULAR"),
+                              ((2, 2, 3), (2,), (4,), "SAME"),
+                              ((2, 2, 3, 2, 3), (2, 3, 1), (2, 1, 3), "VALID"))
