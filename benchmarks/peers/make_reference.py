@@ -48,7 +48,7 @@ for name, (shape, build) in IMAGE_ARCHITECTURES.items():
         out[f"{name}/{tag}/ntk"] = np.asarray(k.ntk)
     print(f"{name}: ok")
 # finite layers: jax.image.resize and stax.ConvTranspose's apply_fn on fixed inputs (PyTorch
-# layout; ConvTranspose weights stored as torch's (C_in, C_out, *F)), for the modules' tests
+# layout; ConvTranspose weights stored as widelimit's (C_out, C_in, *F)), for the modules' tests
 rng = np.random.default_rng(2)
 for method in RESIZE_APPLY_METHODS:
     for antialias in (True, False):
@@ -65,7 +65,7 @@ for j, (shape_in, filt, strides, padding) in enumerate(CONV_TRANSPOSE_APPLY_CASE
     n = len(filt)
     key = f"apply/convtranspose/{j}"
     out[key + "/x"], out[key + "/b"] = x, np.asarray(b).reshape(-1)
-    out[key + "/w"] = np.transpose(np.asarray(w), (n, n + 1) + tuple(range(n)))
+    out[key + "/w"] = np.transpose(np.asarray(w), (n + 1, n) + tuple(range(n)))
     out[key + "/y"] = np.moveaxis(np.asarray(y), -1, 1)
 print("finite layers: ok")
 path = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "nt_reference.npz")

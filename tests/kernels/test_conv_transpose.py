@@ -175,6 +175,25 @@ def test_symmetric_psd_and_blocked():
     assert_blocked_equal(net, x)
 
 
+@pytest.mark.parametrize("method", ["linear", "nearest"])
+def test_differentiable(method):
+    """Gradients to inputs and W_std through ConvTranspose and ImageResize (off-diagonal
+    pairs: ReLU-type duals are not differentiable at identical inputs)."""
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(2, 2, 3, 3, dtype=DT, generator=g).requires_grad_()
+    x2 = torch.randn(1, 2, 3, 3, dtype=DT, generator=g).requires_grad_()
+    w = torch.tensor(1.3, dtype=DT, requires_grad=True)
+
+    def f(x1, x2, w):
+        net = L.serial(L.Conv(4, (2, 2), padding="SAME", W_std=w, b_std=0.1), L.Erf(),
+                       L.ConvTranspose(4, (3, 2), (2, 2), "CIRCULAR", W_std=w, b_std=0.1),
+                       L.Erf(), L.ImageResize((-1, -1, 4, 5), method), L.GlobalAvgPool(),
+                       L.Dense(1, W_std=w))
+        return net.kernel_fn(x1, x2, get="ntk")
+
+    assert torch.autograd.gradcheck(f, (x1, x2, w))
+
+
 # ---- errors -------------------------------------------------------------------------------
 
 def test_errors():

@@ -135,12 +135,13 @@ class ConvTransposeModule(_LazyAffine):
     ``y[o] = sum_d W[d] x_dilated[o + d - lo]``, with neural-tangents' output sizes and its
     CIRCULAR fold; weights as :class:`ConvModule` (fan-in ``C |F|``)."""
 
-    def _shapes(self, x):
-        return (x.shape[1], self.out_chan) + self.filter_shape, (self.out_chan,)
+    def _shapes(self, x):     # (out, in, *F) as ConvModule, so width-scaling tools agree
+        return (self.out_chan, x.shape[1]) + self.filter_shape, (self.out_chan,)
 
     def forward(self, x: Tensor) -> Tensor:
         n = len(self.filter_shape)
-        w = self.weight.flip(tuple(range(2, 2 + n)))      # torch's transpose flips the filter
+        # torch's transposed convolution takes (in, out, *F) and flips the filter
+        w = self.weight.transpose(0, 1).flip(tuple(range(2, 2 + n)))
         y = _CONV_T[n](x, w, stride=self.strides)         # (n - 1) s + f positions per axis
         pad = "VALID" if self.padding == "CIRCULAR" else self.padding
         for i, (f, s) in enumerate(zip(self.filter_shape, self.strides)):
