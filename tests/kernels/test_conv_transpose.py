@@ -139,6 +139,7 @@ def test_diagonal_and_full_spatial_agree_for_flatten():
                                    b_std=0.2), L.Relu(),
                    L.ConvTranspose(8, (2, 2), strides=(2, 1), padding="VALID", W_std=1.2),
                    L.Erf(), L.Flatten(), L.Dense(1))
+    assert not net.requires_full_spatial()      # the automatic choice is the diagonal
     x1, x2 = _images(3, (2, 4, 3), 9), _images(2, (2, 4, 3), 10)
     auto = net.kernel_fn(x1, x2)
     full = net.kernel_fn(x1, x2, diagonal_spatial=False)
