@@ -243,3 +243,76 @@ MASKED_ARCHITECTURES = {
         S.Conv(8, (1,), W_std=1.2, b_std=0.1), S.Relu(), S.GlobalAvgPool(), S.Dense(1)),
      NAN, (6, 4, 5), (6, 3)),
 }
+
+
+def _resize_shape(ch, *spatial):
+    """An ImageResize ``shape`` keeping batch and channels: NHWC for ch=-1, NCHW for ch=1."""
+    return (-1,) + spatial + (-1,) if ch == -1 else (-1, -1) + spatial
+
+
+def _conv_t_net(S, shape_in, conv_t, head, param="ntk"):
+    n = len(shape_in) - 1
+    return S.serial(S.Conv(8, (2,) * n, None, "SAME", W_std=1.4, b_std=0.1, parameterization=param),
+                    S.Relu(), conv_t, S.Relu(), head, S.Dense(1, W_std=1.1, b_std=0.05,
+                                                              parameterization=param))
+
+
+# neural-tangents 0.6.5's ImageResize ignores the internal reversal of spatial axes that
+# each full-spatial Conv toggles, so it resizes the wrong axes after an odd number of
+# convolutions; the resizes here come first or after two convolutions, where it is right.
+IMAGE_ARCHITECTURES.update({
+    "convtranspose_same_gap": ((2, 4, 3), lambda S, ch: _conv_t_net(
+        S, (2, 4, 3), S.ConvTranspose(8, (3, 2), (2, 1), "SAME", W_std=1.3, b_std=0.2),
+        S.GlobalAvgPool())),
+    "convtranspose_valid_flatten": ((2, 4, 3), lambda S, ch: _conv_t_net(
+        S, (2, 4, 3), S.ConvTranspose(8, (2, 3), (3, 2), "VALID", W_std=1.3, b_std=0.2),
+        S.Flatten())),
+    "convtranspose_circular_gap": ((2, 4, 4), lambda S, ch: _conv_t_net(
+        S, (2, 4, 4), S.ConvTranspose(8, (3, 3), (2, 1), "CIRCULAR", W_std=1.3, b_std=0.2),
+        S.GlobalAvgPool())),
+    "convtranspose_standard": ((2, 3, 4), lambda S, ch: _conv_t_net(
+        S, (2, 3, 4), S.ConvTranspose(8, (2, 3), (2, 2), "SAME", W_std=1.3, b_std=0.2,
+                                      parameterization="standard"),
+        S.GlobalAvgPool(), param="standard")),
+    "convtranspose1d": ((2, 5), lambda S, ch: S.serial(
+        S.ConvTranspose(8, (3,), (2,), "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.ConvTranspose(8, (4,), (3,), "VALID", W_std=1.3, b_std=0.1), S.Erf(),
+        S.ConvTranspose(8, (5,), (1,), "CIRCULAR", W_std=1.2), S.Relu(), S.GlobalAvgPool(),
+        S.Dense(1))),
+    "convtranspose3d": ((2, 2, 3, 2), lambda S, ch: _conv_t_net(
+        S, (2, 2, 3, 2), S.ConvTranspose(8, (2, 2, 3), (2, 1, 2), "CIRCULAR", W_std=1.3,
+                                         b_std=0.2), S.GlobalAvgPool())),
+    "resize_linear_up_down": ((2, 4, 5), lambda S, ch: S.serial(
+        S.ImageResize(_resize_shape(ch, 7, 9), "linear"),
+        S.Conv(8, (3, 3), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.3, b_std=0.1), S.Relu(),
+        S.ImageResize(_resize_shape(ch, 3, 4), "bilinear"), S.GlobalAvgPool(), S.Dense(1))),
+    "resize_noantialias_keep": ((2, 6, 5), lambda S, ch: S.serial(
+        S.Conv(8, (3, 3), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.3, b_std=0.1), S.Relu(),
+        S.ImageResize(_resize_shape(ch, 4, -1), "linear", antialias=False),
+        S.GlobalAvgPool(), S.Dense(1))),
+    "resize_nearest_flatten": ((2, 5, 4), lambda S, ch: S.serial(
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.3, b_std=0.1), S.Relu(),
+        S.ImageResize(_resize_shape(ch, 8, 3), "nearest"), S.Flatten(), S.Dense(1))),
+    "resize1d_convtranspose": ((2, 7), lambda S, ch: S.serial(
+        S.ImageResize(_resize_shape(ch, 12), "linear"), S.Conv(8, (3,), None, "SAME", W_std=1.4),
+        S.Relu(), S.ImageResize(_resize_shape(ch, 5), "linear"),
+        S.ConvTranspose(8, (3,), (2,), "SAME", W_std=1.3, b_std=0.1), S.Relu(),
+        S.ImageResize(_resize_shape(ch, 4), "nearest"), S.GlobalAvgPool(), S.Dense(1))),
+})
+
+
+# finite-layer checks (module outputs against jax.image.resize / stax.ConvTranspose apply_fn)
+RESIZE_APPLY_METHODS = ("nearest", "linear", "cubic", "lanczos3", "lanczos5")
+RESIZE_APPLY_SHAPES = (((2, 3, 7, 5), (2, 3, 4, 11)), ((2, 3, 4, 9), (2, 3, 13, 3)),
+                       ((1, 2, 17), (1, 2, 5)), ((1, 2, 3, 4, 5), (1, 2, 5, 2, 5)))
+CONV_TRANSPOSE_APPLY_CASES = (((2, 2, 5, 4), (3, 2), (2, 1), "SAME"),
+                              ((2, 2, 5, 4), (3, 2), (2, 3), "VALID"),
+                              ((2, 2, 4, 3), (2, 2), (3, 2), "VALID"),
+                              ((2, 2, 5, 4), (3, 3), (2, 2), "CIRCULAR"),
+                              ((2, 2, 4, 3), (4, 1), (1, 2), "CIRCULAR"),
+                              ((2, 2, 2), (9,), (1,), "CIRCULAR"),
+                              ((2, 2, 3), (2,), (4,), "SAME"),
+                              ((2, 2, 3, 2, 3), (2, 3, 1), (2, 1, 3), "VALID"))

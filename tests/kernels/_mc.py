@@ -52,3 +52,33 @@ def assert_mc_close(samples: np.ndarray, exact: np.ndarray, width: int, k: float
     err = np.abs(mean - exact)
     assert np.all(err <= tol), (f"{what}: MC mean deviates; max err/tol "
                                 f"{(err / tol).max():.2f}\nmean={mean}\nexact={exact}\nse={se}")
+
+
+def mc_spatial_nngp(net, x1, x2, n_nets: int) -> np.ndarray:
+    """Per-network position-resolved NNGP of a network ending in (N, C, *S) pre-activations:
+    mean over channels of z1[a, c, p] z2[b, c, q], in the kernel's interleaved layout
+    (N1, N2, S1, S1', S2, S2', ...) of ``kernel_fn(..., diagonal_spatial=False).nngp``."""
+    out = []
+    for s in range(n_nets):
+        m = net.module(tuple(x1.shape[1:]), dtype=x1.dtype, seed=1000 + s)
+        with torch.no_grad():
+            z1, z2 = m(x1), m(x2)
+        sp = tuple(z1.shape[2:])
+        g = torch.einsum("acp,bcq->abpq", z1.flatten(2), z2.flatten(2)) / z1.shape[1]
+        g = g.reshape(g.shape[:2] + sp + sp)
+        perm = [0, 1] + [a for i in range(len(sp)) for a in (2 + i, 2 + len(sp) + i)]
+        out.append(g.permute(perm).numpy())
+    return np.stack(out)
+
+
+def assert_blocked_equal(net, x):
+    """Blocked == unblocked; entries of an input with itself get a looser tolerance, as in
+    test_conv.test_blocked_equals_unblocked (last-bit differences amplified where
+    sqrt(v1 v2 - c^2) cancels)."""
+    ref = net.kernel_fn(x)
+    got = net.kernel_fn(x, max_memory="1MB")
+    eye = torch.eye(x.shape[0], dtype=torch.bool)
+    for name in ("nngp", "ntk"):
+        a, b = getattr(got, name), getattr(ref, name)
+        torch.testing.assert_close(a[~eye], b[~eye], rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(a[eye], b[eye], rtol=1e-7, atol=0)

@@ -248,3 +248,13 @@ def test_monte_carlo_kernel_fn_with_masks():
     masks = (torch.isnan(x1)[:, 0], torch.isnan(x2)[:, 0])
     same = mc(x1.nan_to_num(2.0), x2.nan_to_num(2.0), "ntk", mask=masks)
     torch.testing.assert_close(same, got.ntk.mean(0), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("layer", [L.ConvTranspose(4, (2,), (2,), "SAME"),
+                                   L.ImageResize((-1, -1, 8), "linear")])
+def test_layers_without_mask_support_refuse_masks(layer):
+    net = L.serial(L.Conv(4, (2,), padding="SAME"), L.Relu(), layer, L.GlobalAvgPool())
+    x = torch.randn(3, 2, 5, dtype=torch.float64)
+    x[0, :, 3:] = float("nan")
+    with pytest.raises(NotImplementedError, match="masked inputs"):
+        net.kernel_fn(x, None, mask_constant=float("nan"))

@@ -162,8 +162,9 @@ class Layer:
         if diagonal_spatial is None:
             diagonal_spatial = not self.requires_full_spatial()
         elif diagonal_spatial and self.requires_full_spatial():
-            raise ValueError("diagonal_spatial=True is impossible for this architecture: a layer "
-                             "in it (pooling or attention) needs full spatial covariances.")
+            needing = next(layer for layer in self.walk() if layer.needs_full_spatial)
+            raise ValueError(f"diagonal_spatial=True is impossible for this architecture: {needing!r} "
+                             f"needs full spatial covariances (covariances between positions).")
 
         def compute(a, b):
             (a, ma), (b, mb) = a, (None, None) if b is None else b
