@@ -11,10 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_input", "to_output", "check_positive", "parse_bytes", "gram"]
+__all__ = ["as_input", "check_finite_input", "to_output", "check_positive", "parse_bytes",
+           "gram"]
 
 
-def as_input(x: Any, name: str, *, min_ndim: int = 2) -> tuple[Tensor, bool]:
+def as_input(x: Any, name: str, *, min_ndim: int = 2, check_finite: bool = True
+             ) -> tuple[Tensor, bool]:
     """Return ``(tensor, was_numpy)`` for a float array-like input ``x``.
 
     Raises TypeError for non-float data and ValueError for NaN/inf or too few
@@ -34,9 +36,15 @@ def as_input(x: Any, name: str, *, min_ndim: int = 2) -> tuple[Tensor, bool]:
     if x.ndim < min_ndim:
         raise ValueError(f"`{name}` must have at least {min_ndim} dimensions (batch, features...), "
                          f"got shape {tuple(x.shape)}.")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"`{name}` contains NaN or inf values.")
+    if check_finite:
+        check_finite_input(x, name)
     return x, was_numpy
+
+
+def check_finite_input(x: Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"`{name}` contains NaN or inf values (to mark padding, pass "
+                         f"`mask_constant=float('nan')` or a boolean `mask`).")
 
 
 def to_output(x: Any, was_numpy: bool) -> Any:

@@ -21,13 +21,14 @@ from torch import Tensor
 
 from widelimit._tensors import to_output
 from widelimit.empirical import empirical_nngp, empirical_ntk
-from widelimit.layers.base import Get, Layer, canonical_get, prepare_inputs
+from widelimit.layers.base import Get, Layer, canonical_get, prepare_masked_inputs
 
 
 def monte_carlo_kernel_fn(net: Layer, n_samples: int, width: Optional[int] = None, seed: int = 0, *,
                           implementation: str = "auto", trace_axes: Sequence[int] = (-1,),
                           device: Any = None) -> Callable:
-    """Return ``kernel_fn(x1, x2=None, get=("nngp", "ntk"), return_samples=False)``.
+    """Return ``kernel_fn(x1, x2=None, get=("nngp", "ntk"), return_samples=False,
+    mask_constant=None, mask=None)`` (masks as ``Layer.kernel_fn``).
 
     Args:
         net: a widelimit architecture (``widelimit.layers``).
@@ -45,11 +46,18 @@ def monte_carlo_kernel_fn(net: Layer, n_samples: int, width: Optional[int] = Non
     arch = net if width is None else net.with_width(width)
 
     def kernel_fn(x1: Any, x2: Any = None, get: Get = ("nngp", "ntk"), *,
-                  return_samples: bool = False):
+                  return_samples: bool = False, mask_constant: Optional[float] = None,
+                  mask: Any = None):
         names = canonical_get(get)
         if names is None:
             raise ValueError("`get` must name 'nngp' and/or 'ntk' for Monte Carlo kernels.")
-        t1, t2, was_numpy = prepare_inputs(x1, x2)
+        t1, t2, m1, m2, was_numpy = prepare_masked_inputs(x1, x2, mask, mask_constant)
+        fwd = {}
+        if m1 is not None or m2 is not None:
+            # masked positions travel as NaN through the empirical-kernel blocks; the finite
+            # network reads them back with mask_constant=NaN (widelimit.layers.masking)
+            t1, t2 = _nan_at(t1, m1), None if t2 is None else _nan_at(t2, m2)
+            fwd = {"mask_constant": float("nan")}
         if device is not None:
             t1 = t1.to(device)
             t2 = None if t2 is None else t2.to(device)
@@ -58,10 +66,11 @@ def monte_carlo_kernel_fn(net: Layer, n_samples: int, width: Optional[int] = Non
             model = arch.module(input_shape=tuple(t1.shape[1:]), dtype=t1.dtype, device=t1.device,
                                 seed=seed + s)
             if "nngp" in samples:
-                samples["nngp"].append(empirical_nngp(model, t1, t2, trace_axes=trace_axes).detach())
+                samples["nngp"].append(empirical_nngp(model, t1, t2, trace_axes=trace_axes,
+                                                      **fwd).detach())
             if "ntk" in samples:
                 samples["ntk"].append(empirical_ntk(model, t1, t2, trace_axes=trace_axes,
-                                                    implementation=implementation).detach())
+                                                    implementation=implementation, **fwd).detach())
         stacked = {n: torch.stack(v) for n, v in samples.items()}
         values = {n: (v if return_samples else v.mean(0)) for n, v in stacked.items()}
         if isinstance(get, str):
@@ -69,6 +78,10 @@ def monte_carlo_kernel_fn(net: Layer, n_samples: int, width: Optional[int] = Non
         return to_output(namedtuple("Kernels", names)(*(values[n] for n in names)), was_numpy)
 
     return kernel_fn
+
+
+def _nan_at(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    return x if mask is None else x.masked_fill(mask.unsqueeze(1), float("nan"))
 
 
 __all__ = ["monte_carlo_kernel_fn"]

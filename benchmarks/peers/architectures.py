@@ -179,3 +179,140 @@ IMAGE_ARCHITECTURES.update({
         S.Conv(8, (1,), W_std=1.2, b_std=0.1), S.Relu(), _aggregate(S, ch), S.GlobalSumPool(),
         S.Dense(1))),
 })
+
+# attention with the standard 1/sqrt(d) scaling: neural-tangents has a closed form only for
+# the identity mechanism
+IMAGE_ARCHITECTURES.update({
+    "attention_sqrt_identity": ((3, 5), lambda S, ch: S.serial(
+        S.Conv(8, (2,), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        _attn(S, linear_scaling=False, attention_mechanism="IDENTITY"), S.Relu(),
+        S.GlobalAvgPool(), S.Dense(1))),
+    "attention_sqrt_identity_pe": ((2, 2, 3), lambda S, ch: S.serial(
+        S.Conv(8, (1, 1), W_std=1.4, b_std=0.1),
+        _attn(S, linear_scaling=False, attention_mechanism="IDENTITY", pos_emb_type="CONCAT",
+              pos_emb_decay_fn=lambda d: 1.0 / (1.0 + d), n_chan_pos_emb=3), S.Erf(),
+        _attn(S, linear_scaling=False, attention_mechanism="IDENTITY", pos_emb_type="SUM",
+              val_pos_emb=True, W_pos_emb_std=0.6), S.Flatten(), S.Dense(1))),
+})
+
+
+# ---- masked (variable-length) inputs: name -> (shape, build, mask_constant, lengths1,
+# lengths2); positions at and after an example's length along the last spatial axis hold
+# mask_constant in every channel (``inputs_padded``); both libraries get mask_constant.
+
+def inputs_padded(shape, lengths1, lengths2, constant, seed=2):
+    """Padded x1, x2 (PyTorch layout); x2[0] == x1[0] (give them the same length)."""
+    x1, x2 = inputs_images(shape, len(lengths1), len(lengths2), seed)
+    for x, lengths in ((x1, lengths1), (x2, lengths2)):
+        for i, n in enumerate(lengths):
+            x[i, ..., n:] = constant
+    return x1, x2
+
+
+NAN = float("nan")
+MASKED_ARCHITECTURES = {
+    "masked_conv_gap": ((3, 9), lambda S, ch: S.serial(
+        S.Conv(8, (3,), (2,), "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Conv(8, (2,), None, "VALID", W_std=1.3, b_std=0.1), S.Relu(), S.GlobalAvgPool(),
+        S.Dense(1, W_std=1.1, b_std=0.05)), NAN, (9, 6, 0, 2), (9, 7, 4)),
+    "masked_pool": ((2, 10), lambda S, ch: S.serial(
+        S.Conv(8, (3,), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.AvgPool((3,), (2,), "SAME"), S.Conv(8, (2,), None, "CIRCULAR", W_std=1.2),
+        S.Relu(), S.SumPool((2,), (1,), "VALID"), S.GlobalSumPool(), S.Dense(1)),
+     NAN, (10, 7, 4), (10, 5, 8)),
+    "masked_flatten_2d": ((2, 3, 5), lambda S, ch: S.serial(
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.AvgPool((2, 2), (1, 1), "SAME", normalize_edges=True), S.Flatten(), S.Dense(1)),
+     -3.0, (5, 3, 2), (5, 4)),
+    "masked_attention_softmax": ((3, 7), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1), _attn(S), S.Relu(), S.GlobalAvgPool(),
+        S.Dense(1)), NAN, (7, 5, 0, 1), (7, 4, 6)),
+    "masked_attention_pe": ((2, 2, 5), lambda S, ch: S.serial(
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        _attn(S, pos_emb_type="SUM", W_pos_emb_std=0.7, val_pos_emb=True), S.Erf(),
+        _attn(S, attention_mechanism="RELU", pos_emb_type="CONCAT",
+              pos_emb_decay_fn=lambda d: 1.0 / (1.0 + d), n_chan_pos_emb=4), S.Relu(),
+        S.GlobalAvgPool(), S.Dense(1)), 5.0, (5, 3, 4), (5, 2)),
+    "masked_attention_sqrt_identity": ((3, 6), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1),
+        _attn(S, linear_scaling=False, attention_mechanism="IDENTITY", pos_emb_type="SUM",
+              W_pos_emb_std=0.8), S.Relu(), S.Conv(8, (2,), None, "SAME", W_std=1.2),
+        S.Relu(), S.GlobalAvgPool(), S.Dense(1)), NAN, (6, 4, 2), (6, 5, 3)),
+    "masked_graph": ((3, 6), lambda S, ch: S.serial(
+        S.Conv(8, (1,), W_std=1.4, b_std=0.1), S.Relu(), _aggregate(S, ch),
+        S.Conv(8, (1,), W_std=1.2, b_std=0.1), S.Relu(), S.GlobalAvgPool(), S.Dense(1)),
+     NAN, (6, 4, 5), (6, 3)),
+}
+
+
+def _resize_shape(ch, *spatial):
+    """An ImageResize ``shape`` keeping batch and channels: NHWC for ch=-1, NCHW for ch=1."""
+    return (-1,) + spatial + (-1,) if ch == -1 else (-1, -1) + spatial
+
+
+def _conv_t_net(S, shape_in, conv_t, head, param="ntk"):
+    n = len(shape_in) - 1
+    return S.serial(S.Conv(8, (2,) * n, None, "SAME", W_std=1.4, b_std=0.1, parameterization=param),
+                    S.Relu(), conv_t, S.Relu(), head, S.Dense(1, W_std=1.1, b_std=0.05,
+                                                              parameterization=param))
+
+
+# neural-tangents 0.6.5's ImageResize ignores the internal reversal of spatial axes that
+# each full-spatial Conv toggles, so it resizes the wrong axes after an odd number of
+# convolutions; the resizes here come first or after two convolutions, where it is right.
+IMAGE_ARCHITECTURES.update({
+    "convtranspose_same_gap": ((2, 4, 3), lambda S, ch: _conv_t_net(
+        S, (2, 4, 3), S.ConvTranspose(8, (3, 2), (2, 1), "SAME", W_std=1.3, b_std=0.2),
+        S.GlobalAvgPool())),
+    "convtranspose_valid_flatten": ((2, 4, 3), lambda S, ch: _conv_t_net(
+        S, (2, 4, 3), S.ConvTranspose(8, (2, 3), (3, 2), "VALID", W_std=1.3, b_std=0.2),
+        S.Flatten())),
+    "convtranspose_circular_gap": ((2, 4, 4), lambda S, ch: _conv_t_net(
+        S, (2, 4, 4), S.ConvTranspose(8, (3, 3), (2, 1), "CIRCULAR", W_std=1.3, b_std=0.2),
+        S.GlobalAvgPool())),
+    "convtranspose_standard": ((2, 3, 4), lambda S, ch: _conv_t_net(
+        S, (2, 3, 4), S.ConvTranspose(8, (2, 3), (2, 2), "SAME", W_std=1.3, b_std=0.2,
+                                      parameterization="standard"),
+        S.GlobalAvgPool(), param="standard")),
+    "convtranspose1d": ((2, 5), lambda S, ch: S.serial(
+        S.ConvTranspose(8, (3,), (2,), "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.ConvTranspose(8, (4,), (3,), "VALID", W_std=1.3, b_std=0.1), S.Erf(),
+        S.ConvTranspose(8, (5,), (1,), "CIRCULAR", W_std=1.2), S.Relu(), S.GlobalAvgPool(),
+        S.Dense(1))),
+    "convtranspose3d": ((2, 2, 3, 2), lambda S, ch: _conv_t_net(
+        S, (2, 2, 3, 2), S.ConvTranspose(8, (2, 2, 3), (2, 1, 2), "CIRCULAR", W_std=1.3,
+                                         b_std=0.2), S.GlobalAvgPool())),
+    "resize_linear_up_down": ((2, 4, 5), lambda S, ch: S.serial(
+        S.ImageResize(_resize_shape(ch, 7, 9), "linear"),
+        S.Conv(8, (3, 3), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.3, b_std=0.1), S.Relu(),
+        S.ImageResize(_resize_shape(ch, 3, 4), "bilinear"), S.GlobalAvgPool(), S.Dense(1))),
+    "resize_noantialias_keep": ((2, 6, 5), lambda S, ch: S.serial(
+        S.Conv(8, (3, 3), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.3, b_std=0.1), S.Relu(),
+        S.ImageResize(_resize_shape(ch, 4, -1), "linear", antialias=False),
+        S.GlobalAvgPool(), S.Dense(1))),
+    "resize_nearest_flatten": ((2, 5, 4), lambda S, ch: S.serial(
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.3, b_std=0.1), S.Relu(),
+        S.ImageResize(_resize_shape(ch, 8, 3), "nearest"), S.Flatten(), S.Dense(1))),
+    "resize1d_convtranspose": ((2, 7), lambda S, ch: S.serial(
+        S.ImageResize(_resize_shape(ch, 12), "linear"), S.Conv(8, (3,), None, "SAME", W_std=1.4),
+        S.Relu(), S.ImageResize(_resize_shape(ch, 5), "linear"),
+        S.ConvTranspose(8, (3,), (2,), "SAME", W_std=1.3, b_std=0.1), S.Relu(),
+        S.ImageResize(_resize_shape(ch, 4), "nearest"), S.GlobalAvgPool(), S.Dense(1))),
+})
+
+
+# finite-layer checks (module outputs against jax.image.resize / stax.ConvTranspose apply_fn)
+RESIZE_APPLY_METHODS = ("nearest", "linear", "cubic", "lanczos3", "lanczos5")
+RESIZE_APPLY_SHAPES = (((2, 3, 7, 5), (2, 3, 4, 11)), ((2, 3, 4, 9), (2, 3, 13, 3)),
+                       ((1, 2, 17), (1, 2, 5)), ((1, 2, 3, 4, 5), (1, 2, 5, 2, 5)))
+CONV_TRANSPOSE_APPLY_CASES = (((2, 2, 5, 4), (3, 2), (2, 1), "SAME"),
+                              ((2, 2, 5, 4), (3, 2), (2, 3), "VALID"),
+                              ((2, 2, 4, 3), (2, 2), (3, 2), "VALID"),
+                              ((2, 2, 5, 4), (3, 3), (2, 2), "CIRCULAR"),
+                              ((2, 2, 4, 3), (4, 1), (1, 2), "CIRCULAR"),
+                              ((2, 2, 2), (9,), (1,), "CIRCULAR"),
+                              ((2, 2, 3), (2,), (4,), "SAME"),
+                              ((2, 2, 3, 2, 3), (2, 3, 1), (2, 1, 3), "VALID"))

@@ -261,3 +261,23 @@ def test_structured_covers_widelimit_dense_modules():
         ref = wl.empirical_ntk(model, x1, x2, trace_axes=trace, implementation="jacobian_contraction")
         got = wl.empirical_ntk(model, x1, x2, trace_axes=trace, implementation="structured")
         torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("trace", [(-1,), ()])
+def test_mlp_fast_path_matches_generic_structured_pass(trace, monkeypatch):
+    """Plain nn.Sequential MLPs get closed-form cotangents (_mlp.py); the generic
+    probe-and-vjp pass must give the same kernel, and the fast path must be taken."""
+    from widelimit.empirical import _mlp, _structured
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(6, 9), nn.GELU(), nn.Dropout(0.3), nn.Linear(9, 8), nn.Tanh(),
+                          nn.Linear(8, 4, bias=False), nn.LeakyReLU(0.1), nn.Linear(4, 3)).double()
+    x = torch.randn(7, 6, dtype=torch.float64)
+    calls = []
+    monkeypatch.setattr(_structured, "mlp_cotangents",
+                        lambda *a: calls.append(1) or _mlp.mlp_cotangents(*a))
+    fast = wl.empirical_ntk(model, x, trace_axes=trace, implementation="structured")
+    assert calls, "the MLP fast path was not taken"
+    monkeypatch.setattr(_structured, "mlp_chain", lambda *a: None)
+    generic = wl.empirical_ntk(model, x, trace_axes=trace, implementation="structured")
+    torch.testing.assert_close(fast, generic, rtol=1e-12, atol=1e-12)
+    _close(fast, reduce_reference(reference_full_ntk(model, x, x), trace, ()))

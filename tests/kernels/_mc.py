@@ -12,28 +12,31 @@ import torch
 from torch.func import functional_call, jacrev
 
 
-def _per_net(net, x1, x2, seed, ntk: bool):
+def _per_net(net, x1, x2, seed, ntk: bool, kw1=None, kw2=None):
+    kw1, kw2 = kw1 or {}, kw2 or {}
     m = net.module(tuple(x1.shape[1:]), dtype=x1.dtype, seed=seed)
     with torch.no_grad():
-        f1, f2 = m(x1), m(x2)
+        f1, f2 = m(x1, **kw1), m(x2, **kw2)
     g = (f1 @ f2.T / f1.shape[1]).numpy()
     if not ntk:
         return g, None
     params = {k: v.detach() for k, v in m.named_parameters()}
 
-    def f(p, x):
-        return functional_call(m, p, (x,))
+    def f(p, x, kw):
+        return functional_call(m, p, (x,), kw)
 
-    j1 = jacrev(f)(params, x1)
-    j2 = jacrev(f)(params, x2)
+    j1 = jacrev(f)(params, x1, kw1)
+    j2 = jacrev(f)(params, x2, kw2)
     t = sum(torch.einsum("ao...,bo...->ab", j1[k].flatten(2), j2[k].flatten(2)) for k in params)
     return g, (t / f1.shape[1]).numpy()
 
 
-def mc_kernels(net, x1, x2, n_nets: int, ntk: bool = False):
+def mc_kernels(net, x1, x2, n_nets: int, ntk: bool = False, kw1=None, kw2=None):
+    """Per-network empirical kernels; ``kw1`` / ``kw2``: forward keyword arguments for
+    x1 / x2 (e.g. ``{"mask_constant": float("nan")}``)."""
     gs, ts = [], []
     for s in range(n_nets):
-        g, t = _per_net(net, x1, x2, 1000 + s, ntk)
+        g, t = _per_net(net, x1, x2, 1000 + s, ntk, kw1, kw2)
         gs.append(g)
         if t is not None:
             ts.append(t)
@@ -49,3 +52,33 @@ def assert_mc_close(samples: np.ndarray, exact: np.ndarray, width: int, k: float
     err = np.abs(mean - exact)
     assert np.all(err <= tol), (f"{what}: MC mean deviates; max err/tol "
                                 f"{(err / tol).max():.2f}\nmean={mean}\nexact={exact}\nse={se}")
+
+
+def mc_spatial_nngp(net, x1, x2, n_nets: int) -> np.ndarray:
+    """Per-network position-resolved NNGP of a network ending in (N, C, *S) pre-activations:
+    mean over channels of z1[a, c, p] z2[b, c, q], in the kernel's interleaved layout
+    (N1, N2, S1, S1', S2, S2', ...) of ``kernel_fn(..., diagonal_spatial=False).nngp``."""
+    out = []
+    for s in range(n_nets):
+        m = net.module(tuple(x1.shape[1:]), dtype=x1.dtype, seed=1000 + s)
+        with torch.no_grad():
+            z1, z2 = m(x1), m(x2)
+        sp = tuple(z1.shape[2:])
+        g = torch.einsum("acp,bcq->abpq", z1.flatten(2), z2.flatten(2)) / z1.shape[1]
+        g = g.reshape(g.shape[:2] + sp + sp)
+        perm = [0, 1] + [a for i in range(len(sp)) for a in (2 + i, 2 + len(sp) + i)]
+        out.append(g.permute(perm).numpy())
+    return np.stack(out)
+
+
+def assert_blocked_equal(net, x):
+    """Blocked == unblocked; entries of an input with itself get a looser tolerance, as in
+    test_conv.test_blocked_equals_unblocked (last-bit differences amplified where
+    sqrt(v1 v2 - c^2) cancels)."""
+    ref = net.kernel_fn(x)
+    got = net.kernel_fn(x, max_memory="1MB")
+    eye = torch.eye(x.shape[0], dtype=torch.bool)
+    for name in ("nngp", "ntk"):
+        a, b = getattr(got, name), getattr(ref, name)
+        torch.testing.assert_close(a[~eye], b[~eye], rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(a[eye], b[eye], rtol=1e-7, atol=0)

@@ -91,3 +91,54 @@ def test_errors():
         L.GlobalSelfAttention(8, 8, 8, 1, pos_emb_type="ROPE")
     with pytest.raises(ValueError, match="spatial"):
         L.serial(L.Dense(8), L.GlobalSelfAttention(8, 8, 8, 1)).kernel_fn(_x(2, (3,), 0))
+
+
+def _sqrt_net(w, heads, **kw):
+    return L.serial(L.Conv(w, (1,), W_std=1.4, b_std=0.1),
+                    L.GlobalSelfAttention(w, w, w, heads, linear_scaling=False, W_key_std=1.2,
+                                          W_query_std=0.9, W_value_std=1.1, b_std=0.1,
+                                          attention_mechanism="IDENTITY", **kw),
+                    L.Relu(), L.GlobalAvgPool(), L.Dense(32, W_std=1.2))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(pos_emb_type="CONCAT", n_chan_pos_emb=64,
+                                             pos_emb_decay_fn=lambda d: 1 / (1 + d))],
+                         ids=["plain", "concat_pe"])
+def test_sqrt_scaling_nngp_monte_carlo(kw):
+    """1/sqrt(d) scaling with separate query and key weights: Gaussian logits."""
+    w = 128
+    x1, x2 = _x(3, (3, 4), 11), _x(2, (3, 4), 12)
+    net = _sqrt_net(w, 16, **kw)
+    exact = net.kernel_fn(x1, x2, get="nngp").numpy()
+    samples, _ = mc_kernels(net, x1, x2, n_nets=48)
+    assert_mc_close(samples, exact, w, bias=6.0, what="sqrt scaling")
+    # the tied-weight, linear-scaling kernel is a different limit: the samples reject it
+    linear = L.serial(*[layer.copy(linear_scaling=True) if isinstance(layer, L.GlobalSelfAttention)
+                        else layer for layer in net.layers])
+    with pytest.raises(AssertionError):
+        assert_mc_close(samples, linear.kernel_fn(x1, x2, get="nngp").numpy(), w, bias=6.0)
+
+
+def test_sqrt_scaling_ntk_monte_carlo():
+    w = 64
+    x1, x2 = _x(2, (2, 3), 13), _x(2, (2, 3), 14)
+    net = _sqrt_net(w, 16, pos_emb_type="SUM", W_pos_emb_std=0.7)
+    exact = net.kernel_fn(x1, x2, get="ntk").numpy()
+    _, samples = mc_kernels(net, x1, x2, n_nets=8, ntk=True)
+    assert_mc_close(samples, exact, w, bias=6.0, what="sqrt scaling ntk")
+
+
+def test_sqrt_scaling_module_and_errors():
+    layer = L.GlobalSelfAttention(8, 6, 5, 3, linear_scaling=False)
+    m = layer.module((4, 7), dtype=DT, seed=0)
+    assert m.query.shape == m.key.shape == (3, 4, 6)
+    tied = L.GlobalSelfAttention(8, 6, 5, 3).module((4, 7), dtype=DT)
+    assert tied.query is None
+    x = _x(2, (4, 7), 15)
+    assert m(x).shape == (2, 8, 7)
+    for mech in ("SOFTMAX", "RELU", "ABS"):
+        net = L.serial(L.Conv(8, (1,)), L.GlobalSelfAttention(8, 8, 8, 2, linear_scaling=False,
+                                                              attention_mechanism=mech))
+        with pytest.raises(NotImplementedError, match="only for attention_mechanism='IDENTITY'"):
+            net.kernel_fn(x)
+        assert torch.isfinite(net.module((4, 7), dtype=DT)(x)).all()   # the finite net works

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from architectures import ARCHITECTURES, IMAGE_ARCHITECTURES
+from architectures import ARCHITECTURES, IMAGE_ARCHITECTURES, MASKED_ARCHITECTURES
 
 from widelimit import layers as L
 
@@ -57,14 +57,26 @@ def test_rectified_monomial_collinear_pairs():
         np.testing.assert_allclose(getattr(exact, kind), getattr(quad, kind), rtol=1e-9)
 
 
-@pytest.mark.parametrize("name", sorted(IMAGE_ARCHITECTURES))
+def _image_cases():
+    cases = {name: (build, None) for name, (_, build) in IMAGE_ARCHITECTURES.items()}
+    cases.update({name: (build, constant) for name, (_, build, constant, _, _)
+                  in MASKED_ARCHITECTURES.items()})
+    return cases
+
+
+IMAGE_CASES = _image_cases()
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_CASES))
 @pytest.mark.parametrize("pair", ["12", "11"])
 def test_images_match_neural_tangents(name, pair):
-    """Image inputs in PyTorch layout (N, C, *S); the reference ran on channels-last."""
-    shape, build = IMAGE_ARCHITECTURES[name]
+    """Image inputs in PyTorch layout (N, C, *S); the reference ran on channels-last.
+    Masked cases: padded inputs, both libraries given the same ``mask_constant``."""
+    build, constant = IMAGE_CASES[name]
     net = build(L, 1)
     x1, x2 = REF[f"{name}/x1"], REF[f"{name}/x2"]
-    out = net.kernel_fn(x1, x2 if pair == "12" else None, get=("nngp", "ntk"))
+    out = net.kernel_fn(x1, x2 if pair == "12" else None, get=("nngp", "ntk"),
+                        mask_constant=constant)
     for kind in ("nngp", "ntk"):
         ref = REF[f"{name}/{pair}/{kind}"]
         got = getattr(out, kind)

@@ -152,6 +152,8 @@ def test_numpy_and_float32():
              L.GlobalAvgPool()),
     L.serial(L.Conv(8, (3, 3)), L.GlobalSelfAttention(8, 8, 8, 1), L.GlobalAvgPool()),
     L.serial(L.Conv(8, (3, 3)), L.Relu(), L.AvgPool((2, 2))),
+    L.serial(L.Conv(8, (3, 3)), L.Relu(), L.ConvTranspose(8, (3, 3)), L.GlobalAvgPool()),
+    L.serial(L.Conv(8, (3, 3)), L.Relu(), L.ImageResize((-1, -1, 4, 4), "linear"), L.Flatten()),
 ])
 def test_error_unsupported_architecture(net):
     x = _images(2, (2, 6, 6))
@@ -252,3 +254,14 @@ def test_bands_on_threads(name, monkeypatch):
                         net.kernel_fn(x1, b, spatial_blocking=False))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_error_masked_inputs():
+    net = CASES["conv_relu_gap"][0]()
+    x = _images(2, (2, 6, 6))
+    mask = torch.zeros(2, 6, 6, dtype=torch.bool)
+    mask[:, -1] = True
+    with pytest.raises(ValueError, match="`spatial_blocking` does not support masked inputs"):
+        net.kernel_fn(x, mask=mask, spatial_blocking=True)
+    with pytest.raises(ValueError, match="`max_memory`.*does not support masked inputs"):
+        net.kernel_fn(x, mask=mask, max_memory="20KB")

@@ -36,6 +36,7 @@ from torch.func import vjp
 
 from widelimit.empirical._axes import OutAxes
 from widelimit.empirical._jacobian import contract_jacobians, per_example_jacobians
+from widelimit.empirical._mlp import mlp_chain, mlp_cotangents
 from widelimit.empirical._model import ModelFn
 
 __all__ = ["Structured"]
@@ -125,6 +126,7 @@ class Structured:
         done = {p for l in self.layers for p in (l.w, l.b) if p}
         self.others = [n for n in mf.names if n not in done]
         self.replicate_inputs = False   # set when replicating at the first probe fails
+        self.chain: Any = None           # the MLP chain (_mlp.py), False if not an MLP
 
     def _find_layers(self, x: Tensor) -> list[_Layer]:
         model, selected = self.mf.model, set(self.mf.names)
@@ -173,6 +175,11 @@ class Structured:
     # ----------------------------------------------------------------- per block
     def _cotangents(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         n, axes, layers = x.shape[0], self.axes, self.layers
+        if self.chain is None:
+            self.chain = mlp_chain(self.mf.model, layers, self.others, axes.out_shape,
+                                   self.mf.kwargs) or False
+        if self.chain and x.ndim == 2:
+            return mlp_cotangents(self.mf, self.chain, x, axes.out_size)
 
         def f(pr: dict[str, Tensor], x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
             acts: dict[str, Tensor] = {}

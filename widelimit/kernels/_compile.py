@@ -11,6 +11,12 @@ need no gradient, so small and differentiable computations never pay the one-off
 compile time (seconds, cached on disk by PyTorch afterwards); ``"on"`` always;
 ``"off"`` never.  If compilation fails (e.g. no C++ compiler), widelimit warns once
 and stays eager.
+
+Since large kernels are computed in cache-sized blocks (vector inputs: tiles of at most
+512 x 512 entries, :func:`widelimit.scale.blocking.vector_plan`; images: blocks of about
+2^19 entries), ``"auto"`` rarely meets a tensor of ``THRESHOLD`` entries: eager passes
+over a block in cache were measured faster than one compiled pass streaming the whole
+matrix (FC depth 3, N = 4000: 0.38 s vs 0.59 s), and they need no compile time.
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ an infinitely wide layer:
 * ``cov1`` / ``cov2`` -- the same quantity for each input against itself
   (batch-diagonal): (N1,), (N1, *S) or (N1, S1, S1, ...). ``cov2`` is None when
   ``x1_is_x2``.
+* ``mask1`` / ``mask2`` -- boolean position masks (N, *S) (``True`` = masked, (N,) for
+  vectors) of variable-length inputs, or None (:mod:`widelimit.kernels.masking`).
 
 Mirrors the `Kernel` object of neural-tangents (Novak et al., 2020).
 """
@@ -80,11 +82,13 @@ def _interleave(x: Tensor, n_batch: int, n_spatial: int) -> Tensor:
 
 
 def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool = True,
-                     compute_ntk: bool = True) -> Kernel:
+                     compute_ntk: bool = True, mask1: Optional[Tensor] = None,
+                     mask2: Optional[Tensor] = None) -> Kernel:
     """The kernel of the inputs themselves: covariances averaged over channels.
 
     ``nngp = x1 . x2 / C`` over the channel axis (axis 1), per spatial position
-    (or per pair of positions when ``diagonal_spatial`` is False).
+    (or per pair of positions when ``diagonal_spatial`` is False).  ``mask1`` /
+    ``mask2`` are position masks of inputs whose masked entries are already zero.
     """
     x1_is_x2 = x2 is None
     xb = x1 if x2 is None else x2
@@ -100,19 +104,21 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
         cov1 = torch.diagonal(nngp).clone() if x1_is_x2 else (x1 * x1).sum(1) / c
         cov2 = None if x1_is_x2 else (xb * xb).sum(1) / c
     elif diagonal_spatial:
-        nngp = torch.einsum("ac...,bc...->ab...", x1, xb) / c
-        cov1 = (x1 * x1).sum(1) / c
-        cov2 = None if x1_is_x2 else (xb * xb).sum(1) / c
+        s1 = x1 * c ** -0.5               # the 1/C on the factors: no pass over the result
+        sb = s1 if x1_is_x2 else xb * c ** -0.5
+        nngp = torch.einsum("ac...,bc...->ab...", s1, sb)
+        cov1 = (s1 * s1).sum(1)
+        cov2 = None if x1_is_x2 else (sb * sb).sum(1)
     else:
-        f1 = x1.flatten(2)
-        fb = xb.flatten(2)
+        f1 = x1.flatten(2) * c ** -0.5
+        fb = f1 if x1_is_x2 else xb.flatten(2) * c ** -0.5
         sp = tuple(x1.shape[2:])
 
         def full(a: Tensor, b: Tensor, batch_pairs: bool) -> Tensor:
             if batch_pairs:
-                out = torch.einsum("acp,bcq->abpq", a, b) / c
+                out = torch.einsum("acp,bcq->abpq", a, b)
                 return _interleave(out.reshape(out.shape[:2] + sp + sp), 2, s)
-            out = torch.einsum("acp,acq->apq", a, b) / c
+            out = torch.einsum("acp,acq->apq", a, b)
             return _interleave(out.reshape(out.shape[:1] + sp + sp), 1, s)
 
         nngp = full(f1, fb, True)
@@ -121,7 +127,8 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
     ntk = torch.zeros((), dtype=x1.dtype, device=x1.device) if compute_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, x1_is_x2=x1_is_x2,
                   is_gaussian=False, is_input=True, shape1=tuple(x1.shape),
-                  shape2=tuple(xb.shape), diagonal_spatial=diagonal_spatial or s == 0)
+                  shape2=tuple(xb.shape), diagonal_spatial=diagonal_spatial or s == 0,
+                  mask1=mask1, mask2=None if x1_is_x2 else mask2)
 
 
 def _diag_spatial(cov: Tensor, n_spatial: int) -> Tensor:

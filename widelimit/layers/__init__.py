@@ -3,7 +3,7 @@ from widelimit.layers.base import Layer
 from widelimit.layers.combinators import (FanInConcat, FanInProd, FanInSum, FanOut, Identity,
                                           parallel, repeat, serial)
 from widelimit.layers.attention import GlobalSelfAttention
-from widelimit.layers.conv import Conv, ConvLocal
+from widelimit.layers.conv import Conv, ConvLocal, ConvTranspose
 from widelimit.layers.dense import Dense
 from widelimit.layers.graph import Aggregate
 from widelimit.layers.nonlinear import (ABRelu, Abs, Cos, Elementwise, Erf, Exp, ExpNormalized,
@@ -13,6 +13,7 @@ from widelimit.layers.nonlinear import (ABRelu, Abs, Cos, Elementwise, Erf, Exp,
 from widelimit.layers.normalization import Dropout, LayerNorm
 from widelimit.layers.pool import AvgPool, GlobalAvgPool, GlobalSumPool, SumPool
 from widelimit.layers.reshape import Flatten, Index, Slice
+from widelimit.layers.resize import ImageResize
 
 __all__ = [
     "Layer", "serial", "parallel", "repeat", "FanOut", "FanInSum", "FanInProd", "FanInConcat",
@@ -20,6 +21,7 @@ __all__ = [
     "ExpNormalized", "Gabor", "Gaussian", "Gelu", "Hermite", "LeakyRelu", "Monomial", "Polynomial",
     "Rbf", "RectifiedMonomial", "Relu", "Sigmoid_like", "Sign", "Silu", "Sin", "Softplus", "Tanh",
     "Dropout", "LayerNorm",
-    "Conv", "ConvLocal", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
+    "Conv", "ConvLocal", "ConvTranspose", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
     "GlobalSelfAttention", "Aggregate", "Index", "Slice",
+    "ImageResize",
 ]

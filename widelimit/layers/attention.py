@@ -1,4 +1,5 @@
-"""GlobalSelfAttention (``neural_tangents.stax.GlobalSelfAttention`` with linear scaling)."""
+"""GlobalSelfAttention (``neural_tangents.stax.GlobalSelfAttention``): linear scaling with
+tied queries and keys, or the standard 1/sqrt(d) scaling with separate query weights."""
 from __future__ import annotations
 
 import math
@@ -10,9 +11,11 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 from widelimit._tensors import check_positive
-from widelimit.kernels.rules.attention import MECHANISMS, attention_rule, positional_covariance
+from widelimit.kernels.rules.attention import (MECHANISMS, apply_mechanism, attention_rule,
+                                               positional_covariance)
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
+from widelimit.layers.masking import zero_masked
 
 __all__ = ["GlobalSelfAttention", "SelfAttentionModule"]
 
@@ -23,8 +26,11 @@ class SelfAttentionModule(LazyModuleMixin, nn.Module):
     """Finite multi-head self-attention over all positions of (N, C, *S) inputs.
 
     Linear scaling with tied queries and keys (as neural-tangents): G = phi(QK_std
-    X Wk Wk^T X^T / (C n_key)), heads = G X Wv, output = OV_std heads Wo / sqrt(C n_val
-    n_heads) + b_std b, with all weights ~ N(0, 1).
+    X Wk Wk^T X^T / (C n_key)); standard scaling: G = phi(QK_std X Wq Wk^T X^T /
+    (C sqrt(n_key))); heads = G X Wv, output = OV_std heads Wo / sqrt(C n_val n_heads) +
+    b_std b, with all weights ~ N(0, 1).  With a position mask (``forward_masked``,
+    :mod:`widelimit.layers.masking`) masked positions are zero in the inputs and in the
+    positional embeddings, and masked keys get no attention weight.
     """
 
     cls_to_become = None
@@ -32,6 +38,7 @@ class SelfAttentionModule(LazyModuleMixin, nn.Module):
     def __init__(self, layer: "GlobalSelfAttention"):
         super().__init__()
         self.cfg = layer
+        self.query = None if layer.linear_scaling else UninitializedParameter()
         self.key = UninitializedParameter()
         self.value = UninitializedParameter()
         self.out = UninitializedParameter()
@@ -48,6 +55,8 @@ class SelfAttentionModule(LazyModuleMixin, nn.Module):
         kw = dict(dtype=x.dtype, device=x.device)
         with torch.no_grad():
             self.key.materialize((cfg.n_heads, c_keys, cfg.n_chan_key), **kw)
+            if self.query is not None:
+                self.query.materialize((cfg.n_heads, c_keys, cfg.n_chan_key), **kw)
             self.value.materialize((cfg.n_heads, c_vals, cfg.n_chan_val), **kw)
             self.out.materialize((cfg.n_chan_val * cfg.n_heads, cfg.n_chan_out), **kw)
             if self.bias is not None:
@@ -58,26 +67,38 @@ class SelfAttentionModule(LazyModuleMixin, nn.Module):
                 p.normal_()
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._attend(x, None)
+
+    def forward_masked(self, x: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        """Forward pass on inputs zeroed at the masked positions ``mask`` (N, *S)."""
+        return self._attend(zero_masked(x, mask), mask), mask
+
+    def _attend(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
         cfg = self.cfg
         n, spatial = x.shape[0], tuple(x.shape[2:])
         tokens = x.flatten(2).transpose(1, 2)                                # (N, P, C)
+        keys_masked = None if mask is None else mask.flatten(1)[None, :, None, :]   # (1,N,1,P)
         values_in = tokens
         if self.pos_emb is not None:
             pe = self.pos_emb.flatten(1).T                                    # (P, Cp)
             if cfg.pos_emb_decay_fn is not None:
                 r = positional_covariance(spatial, cfg.pos_emb_p_norm, cfg.pos_emb_decay_fn, pe)
                 pe = torch.linalg.cholesky(r) @ pe
-            pe = cfg.W_pos_emb_std * pe
+            pe = (cfg.W_pos_emb_std * pe).expand(n, -1, -1)
+            if mask is not None:
+                pe = pe.masked_fill(mask.flatten(1)[:, :, None], 0.0)
             if cfg.pos_emb_type == "SUM":
                 tokens = tokens + pe
             else:
-                tokens = torch.cat([tokens, pe.expand(n, -1, -1)], -1)
+                tokens = torch.cat([tokens, pe], -1)
             if cfg.val_pos_emb:
                 values_in = tokens
         keys = torch.einsum("npc,hck->hnpk", tokens, self.key)
+        queries = keys if self.query is None else torch.einsum("npc,hck->hnpk", tokens, self.query)
         vals = torch.einsum("npc,hck->hnpk", values_in, self.value)
-        g = keys @ keys.transpose(-1, -2) * (cfg.qk_std / (tokens.shape[-1] * cfg.n_chan_key))
-        g = MECHANISMS[cfg.attention_mechanism](g)
+        d = cfg.n_chan_key if self.query is None else math.sqrt(cfg.n_chan_key)
+        g = queries @ keys.transpose(-1, -2) * (cfg.qk_std / (tokens.shape[-1] * d))
+        g = apply_mechanism(g, cfg.attention_mechanism, keys_masked)
         heads = (g @ vals).permute(1, 2, 3, 0).reshape(n, tokens.shape[1], -1)   # (N, P, V H)
         out = heads @ self.out * (cfg.ov_std / math.sqrt(cfg.n_chan_val * cfg.n_heads *
                                                          values_in.shape[-1]))
@@ -88,10 +109,15 @@ class SelfAttentionModule(LazyModuleMixin, nn.Module):
 
 class GlobalSelfAttention(Layer):
     """Multi-head dot-product self-attention over all positions, in the infinite-width
-    limit of Hron et al. 2020 (``neural_tangents.stax.GlobalSelfAttention``, linear scaling).
+    limit of Hron et al. 2020 (``neural_tangents.stax.GlobalSelfAttention``).
 
     Args:
         n_chan_out, n_chan_key, n_chan_val, n_heads: widths (irrelevant for the kernel).
+        linear_scaling: True: logits scaled by 1/n_chan_key with tied query and key weights
+            (deterministic attention weights in the limit, every mechanism); False: the
+            standard 1/sqrt(n_chan_key) with separate query weights (Gaussian logits; a
+            closed-form kernel only for ``"IDENTITY"``, NotImplementedError otherwise,
+            as neural-tangents; the finite module works for every mechanism).
         W_key_std, W_value_std, W_query_std, W_out_std, b_std: weight scales.
         attention_mechanism: ``"SOFTMAX"``, ``"IDENTITY"``, ``"RELU"`` or ``"ABS"``.
         pos_emb_type: ``"NONE"``, ``"SUM"`` or ``"CONCAT"`` positional embeddings.
@@ -113,9 +139,6 @@ class GlobalSelfAttention(Layer):
                         ("n_chan_val", n_chan_val), ("n_heads", n_heads)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {v!r}.")
-        if not linear_scaling:
-            raise NotImplementedError("Only linear_scaling=True has a closed-form kernel for every "
-                                      "attention mechanism (as in neural-tangents); use it.")
         for name, v in (("W_key_std", W_key_std), ("W_value_std", W_value_std),
                         ("W_query_std", W_query_std), ("W_out_std", W_out_std),
                         ("W_pos_emb_std", W_pos_emb_std)):
@@ -136,13 +159,15 @@ class GlobalSelfAttention(Layer):
         self.pos_emb_p_norm, self.pos_emb_decay_fn = pos_emb_p_norm, pos_emb_decay_fn
         self.n_chan_pos_emb, self.W_pos_emb_std = n_chan_pos_emb, float(W_pos_emb_std)
         self.val_pos_emb = bool(val_pos_emb)
+        self.linear_scaling = bool(linear_scaling)
 
     def apply_kernel(self, k: Kernel) -> Kernel:
         return attention_rule(k, qk_var=self.qk_std, ov_std=self.ov_std, b_std=self.b_std,
                               mechanism=self.attention_mechanism, pos_emb=self.pos_emb_type,
                               p_norm=self.pos_emb_p_norm, decay_fn=self.pos_emb_decay_fn,
                               n_chan_pos_emb=self.n_chan_pos_emb, W_pos_emb_std=self.W_pos_emb_std,
-                              val_pos_emb=self.val_pos_emb, n_chan_out=self.n_chan_out)
+                              val_pos_emb=self.val_pos_emb, n_chan_out=self.n_chan_out,
+                              linear_scaling=self.linear_scaling)
 
     def build(self) -> nn.Module:
         return SelfAttentionModule(self)
@@ -150,4 +175,4 @@ class GlobalSelfAttention(Layer):
     def __repr__(self) -> str:
         return (f"GlobalSelfAttention({self.n_chan_out}, {self.n_chan_key}, {self.n_chan_val}, "
                 f"{self.n_heads}, mechanism={self.attention_mechanism!r}, "
-                f"pos_emb_type={self.pos_emb_type!r})")
+                f"pos_emb_type={self.pos_emb_type!r}, linear_scaling={self.linear_scaling})")

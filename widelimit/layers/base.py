@@ -20,7 +20,8 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from widelimit._tensors import as_input, to_output
+from widelimit._tensors import as_input, check_finite_input, to_output
+from widelimit.kernels.masking import remask
 from widelimit.kernels.state import Kernel, inputs_to_kernel
 
 KERNEL_NAMES = ("nngp", "ntk")
@@ -58,17 +59,49 @@ def select(k: Kernel, get: Get):
 
 def prepare_inputs(x1: Any, x2: Any) -> tuple[Tensor, Optional[Tensor], bool]:
     """Validate ``x1``, ``x2``; promote to a common float dtype; return (x1, x2, was_numpy)."""
-    t1, was_numpy = as_input(x1, "x1")
-    if x2 is None:
-        return t1, None, was_numpy
-    t2, _ = as_input(x2, "x2")
-    if t1.shape[1:] != t2.shape[1:]:
-        raise ValueError(f"`x1` and `x2` must agree in every dimension but the batch one: "
-                         f"x1 has shape {tuple(t1.shape)}, x2 has shape {tuple(t2.shape)}.")
-    if t1.device != t2.device:
-        raise ValueError(f"`x1` is on {t1.device} and `x2` on {t2.device}; put them on one device.")
-    dtype = torch.promote_types(t1.dtype, t2.dtype)
-    return t1.to(dtype), t2.to(dtype), was_numpy
+    t1, t2, _, _, was_numpy = prepare_masked_inputs(x1, x2)
+    return t1, t2, was_numpy
+
+
+def _split_mask(mask: Any, two: bool) -> tuple[Any, Any]:
+    if mask is None:
+        return None, None
+    if not two:
+        if isinstance(mask, tuple):
+            raise ValueError("`mask` must be one boolean mask for `x1` when `x2` is None, got a tuple.")
+        return mask, None
+    if not isinstance(mask, tuple) or len(mask) != 2:
+        raise ValueError("With `x2` given, `mask` must be a pair `(mask1, mask2)` (either may be "
+                         f"None), got {type(mask).__name__}.")
+    return mask
+
+
+def prepare_masked_inputs(x1: Any, x2: Any, mask: Any = None, mask_constant: Optional[float] = None
+                          ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor], bool]:
+    """As :func:`prepare_inputs`, and apply ``mask`` / ``mask_constant``
+    (:mod:`widelimit.kernels.masking`): returns (x1, x2, mask1, mask2, was_numpy) with
+    masked entries zeroed and position masks (None where nothing is masked)."""
+    from widelimit.kernels.masking import apply_mask, entry_mask
+    masking = mask is not None or mask_constant is not None
+    t1, was_numpy = as_input(x1, "x1", check_finite=not masking)
+    mask1, mask2 = _split_mask(mask, x2 is not None)
+    t1, m1 = apply_mask(t1, entry_mask(t1, mask1, mask_constant, "x1"))
+    t2 = m2 = None
+    if x2 is not None:
+        t2, _ = as_input(x2, "x2", check_finite=not masking)
+        t2, m2 = apply_mask(t2, entry_mask(t2, mask2, mask_constant, "x2"))
+        if t1.shape[1:] != t2.shape[1:]:
+            raise ValueError(f"`x1` and `x2` must agree in every dimension but the batch one: "
+                             f"x1 has shape {tuple(t1.shape)}, x2 has shape {tuple(t2.shape)}.")
+        if t1.device != t2.device:
+            raise ValueError(f"`x1` is on {t1.device} and `x2` on {t2.device}; put them on one device.")
+        dtype = torch.promote_types(t1.dtype, t2.dtype)
+        t1, t2 = t1.to(dtype), t2.to(dtype)
+    if masking:
+        check_finite_input(t1, "x1")
+        if t2 is not None:
+            check_finite_input(t2, "x2")
+    return t1, t2, m1, m2, was_numpy
 
 
 class Layer:
@@ -100,6 +133,7 @@ class Layer:
 
     def kernel_fn(self, x1: Any, x2: Any = None, get: Get = None, *,
                   diagonal_spatial: Optional[bool] = None, max_memory=None,
+                  mask_constant: Optional[float] = None, mask: Any = None,
                   spatial_blocking: Union[None, bool, int] = None):
         """Infinite-width kernels of this architecture between ``x1`` and ``x2``.
 
@@ -116,7 +150,13 @@ class Layer:
                 covariances does not fit, serial conv / pooling / nonlinearity chains
                 ending in global pooling or Flatten are computed in bands of positions
                 (:mod:`widelimit.scale.spatial`); ValueError if that does not fit either
-                or the architecture is not such a chain.
+                or the architecture is not such a chain (or the inputs are masked).
+            mask_constant: entries of the inputs equal to it (NaN: NaN entries) are
+                masked, e.g. the padding of variable-length sequences
+                (neural-tangents' ``mask_constant``; :mod:`widelimit.kernels.masking`).
+            mask: alternatively boolean masks (True = masked): one for ``x1`` when ``x2``
+                is None, else a pair ``(mask1, mask2)``; each of the input's shape, or
+                (N, *S) per position.  Kernel entries of masked outputs are zero.
             spatial_blocking: None chooses automatically (above); True forces bands of
                 positions, an integer forces bands of that many output rows of the
                 first spatial axis; False never uses them.
@@ -126,37 +166,50 @@ class Layer:
             ``get``, or the final :class:`Kernel` state when ``get`` is None.
         """
         canonical_get(get)
-        t1, t2, was_numpy = prepare_inputs(x1, x2)
+        t1, t2, m1, m2, was_numpy = prepare_masked_inputs(x1, x2, mask, mask_constant)
         from widelimit.scale import spatial
         spatial_blocking = spatial.check_option(spatial_blocking)
         if spatial_blocking not in (None, False) and diagonal_spatial:
             raise ValueError("`spatial_blocking` computes full spatial covariances in bands; it "
                              "cannot be combined with diagonal_spatial=True.")
+        masked = m1 is not None or m2 is not None
+        if spatial_blocking not in (None, False) and masked:
+            raise ValueError("`spatial_blocking` does not support masked inputs (`mask` / "
+                             "`mask_constant`); pass spatial_blocking=None or False.")
         if diagonal_spatial is None:
             diagonal_spatial = not self.requires_full_spatial()
         elif diagonal_spatial and self.requires_full_spatial():
-            raise ValueError("diagonal_spatial=True is impossible for this architecture: a layer "
-                             "in it (pooling or attention) needs full spatial covariances.")
+            needing = next(layer for layer in self.walk() if layer.needs_full_spatial)
+            raise ValueError(f"diagonal_spatial=True is impossible for this architecture: {needing!r} "
+                             f"needs full spatial covariances (covariances between positions).")
 
-        def compute(a: Tensor, b: Optional[Tensor]):
-            return self.apply_kernel(inputs_to_kernel(a, b, diagonal_spatial=diagonal_spatial))
+        def compute(a, b):
+            (a, ma), (b, mb) = a, (None, None) if b is None else b
+            k = self.apply_kernel(inputs_to_kernel(a, b, diagonal_spatial=diagonal_spatial,
+                                                   mask1=ma, mask2=mb))
+            return [remask(ki) for ki in k] if isinstance(k, (list, tuple)) else remask(k)
 
         from widelimit.scale.blocking import SMALL_PROBLEM, BudgetTooSmall, run_blocked
         k = None
-        if not diagonal_spatial or spatial_blocking:
+        if (not diagonal_spatial or spatial_blocking) and not masked:
             k = spatial.maybe_spatial_kernel(self, t1, t2, max_memory, spatial_blocking)
         if k is None:
             n2 = t1.shape[0] if t2 is None else t2.shape[0]
             # small image problems run in one block, without the planner's probe and threads
             small = t1.shape[0] * n2 * math.prod(t1.shape[2:]) ** 2 <= SMALL_PROBLEM
+            hint = None
+            if t1.ndim > 2:
+                hint = (" Spatial blocking (bands of positions) does not support masked inputs."
+                        if masked else spatial.budget_hint(self))
             try:
-                k = run_blocked(compute, t1, t2, max_memory,
+                k = run_blocked(compute, (t1, m1), None if t2 is None else (t2, m2), max_memory,
                                 probe=(t1.ndim > 2 and not small) or max_memory is not None,
-                                hint=spatial.budget_hint(self) if t1.ndim > 2 else None)
+                                hint=hint)
             except BudgetTooSmall:
                 # the measured pair is larger than the geometry's estimate (e.g. quadrature
                 # nonlinearities): bands of positions, where the architecture allows them
-                if spatial_blocking is not None or t1.ndim <= 2 or not spatial.supports(self):
+                if (spatial_blocking is not None or masked or t1.ndim <= 2
+                        or not spatial.supports(self)):
                     raise
                 k = spatial.spatial_kernel(self, t1, t2, max_memory)
         if isinstance(k, (list, tuple)):

@@ -13,9 +13,11 @@ from torch import nn
 
 from widelimit.kernels.rules.fused import fused_dense_elementwise
 from widelimit.kernels.rules.branching import fan_in_concat_rule, fan_in_prod_rule, fan_in_sum_rule
+from widelimit.kernels.masking import merge_masks
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.dense import Dense
+from widelimit.layers.masking import SerialModule, forward_masked
 from widelimit.layers.nonlinear import Nonlinearity
 
 
@@ -48,7 +50,7 @@ class Serial(Layer):
         return k
 
     def build(self) -> nn.Module:
-        return nn.Sequential(*(layer.build() for layer in self.layers))
+        return SerialModule(*(layer.build() for layer in self.layers))
 
     def map(self, fn):
         return fn(Serial(*(layer.map(fn) for layer in self.layers)))
@@ -79,6 +81,10 @@ class ParallelModule(nn.Module):
             raise ValueError(f"parallel expects a tuple of {len(self.branches)} inputs (use FanOut "
                              f"first), got {type(xs).__name__}.")
         return tuple(m(x) for m, x in zip(self.branches, xs))
+
+    def forward_masked(self, xs, masks):
+        outs = [forward_masked(m, x, mask) for m, x, mask in zip(self.branches, xs, masks)]
+        return tuple(o for o, _ in outs), tuple(m for _, m in outs)
 
 
 class Parallel(Layer):
@@ -117,6 +123,9 @@ class FanOutModule(nn.Module):
     def forward(self, x):
         return tuple([x] * self.num)
 
+    def forward_masked(self, x, mask):
+        return tuple([x] * self.num), tuple([mask] * self.num)
+
 
 class FanOut(Layer):
     """Copy the input into ``num`` branches."""
@@ -153,6 +162,9 @@ class _FanInModule(nn.Module):
             return out
         return torch.cat(tuple(xs), dim=self.axis)
 
+    def forward_masked(self, xs, masks):
+        return self(xs), merge_masks(list(masks))
+
 
 class _FanIn(Layer):
     op = ""
@@ -160,7 +172,11 @@ class _FanIn(Layer):
     def apply_kernel(self, ks):
         if not isinstance(ks, (list, tuple)):
             raise ValueError(f"{type(self).__name__} merges branches: put FanOut and parallel before it.")
-        return self.rule(ks)
+        out = self.rule(ks)
+        if any(k.mask1 is not None or k.mask2 is not None for k in ks):
+            out = out.replace(mask1=merge_masks([k.mask1 for k in ks]),
+                              mask2=merge_masks([k.mask2 for k in ks]))
+        return out
 
     def build(self) -> nn.Module:
         return _FanInModule(self.op)

@@ -1,8 +1,9 @@
-"""Convolutional layers: Conv (1/2/3-D), ConvLocal (unshared weights), and their modules.
+"""Convolutional layers: Conv (1/2/3-D), ConvLocal (unshared weights), ConvTranspose, and
+their modules.
 
 Inputs use PyTorch's layout (N, C, *spatial); hyperparameters and defaults follow
 ``neural_tangents.stax.Conv`` (padding "VALID" by default, "SAME", "CIRCULAR").
-Kernel rules: :mod:`widelimit.kernels.rules.conv`.
+Kernel rules: :mod:`widelimit.kernels.rules.conv`, :mod:`widelimit.kernels.rules.conv_transpose`.
 """
 from __future__ import annotations
 
@@ -16,11 +17,16 @@ from torch.nn.parameter import UninitializedParameter
 
 from widelimit.kernels.rules.conv import (check_padding, conv_local_rule, conv_out_size, conv_pads,
                                           conv_rule, pad_axis)
+from widelimit.kernels.masking import map_masks, remask, window_mask
+from widelimit.kernels.rules.conv_transpose import (conv_transpose_rule, transpose_out_size,
+                                                    transpose_pads, wrap_axis)
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.dense import _float, check_affine_args, init_affine_
+from widelimit.layers.masking import ZeroMaskedInput
 
-__all__ = ["Conv", "ConvLocal", "ConvModule", "ConvLocalModule", "pad_input", "check_tuple"]
+__all__ = ["Conv", "ConvLocal", "ConvTranspose", "ConvModule", "ConvLocalModule",
+           "ConvTransposeModule", "pad_input", "check_tuple"]
 
 
 def check_tuple(value, n: Optional[int], name: str) -> tuple[int, ...]:
@@ -49,7 +55,7 @@ def pad_input(x: Tensor, window, strides, padding: str) -> Tensor:
     return x
 
 
-class _LazyAffine(LazyModuleMixin, nn.Module):
+class _LazyAffine(ZeroMaskedInput, LazyModuleMixin, nn.Module):
     """Shared lazy initialisation in the NTK or standard parametrization."""
 
     cls_to_become = None
@@ -102,6 +108,9 @@ class _LazyAffine(LazyModuleMixin, nn.Module):
         b = self.bias if self.bias.ndim > 1 else self.bias.reshape((-1,) + (1,) * (out.ndim - 2))
         return out + scale * b
 
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        return window_mask(mask, self.filter_shape, self.strides, self.padding)
+
     def extra_repr(self) -> str:
         return (f"in={self.in_chan}, out={self.out_chan}, filter_shape={self.filter_shape}, "
                 f"strides={self.strides}, padding={self.padding!r}, W_std={self.W_std}, "
@@ -120,6 +129,35 @@ class ConvModule(_LazyAffine):
     def forward(self, x: Tensor) -> Tensor:
         x = pad_input(x, self.filter_shape, self.strides, self.padding)
         return self._finish(_CONV[len(self.filter_shape)](x, self.weight, stride=self.strides))
+
+
+_CONV_T = {1: nn.functional.conv_transpose1d, 2: nn.functional.conv_transpose2d,
+           3: nn.functional.conv_transpose3d}
+
+
+class ConvTransposeModule(_LazyAffine):
+    """Finite transposed convolution, ``jax.lax.conv_transpose`` semantics (no filter flip):
+    ``y[o] = sum_d W[d] x_dilated[o + d - lo]``, with neural-tangents' output sizes and its
+    CIRCULAR fold; weights as :class:`ConvModule` (fan-in ``C |F|``)."""
+
+    def _shapes(self, x):     # (out, in, *F) as ConvModule, so width-scaling tools agree
+        return (self.out_chan, x.shape[1]) + self.filter_shape, (self.out_chan,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = len(self.filter_shape)
+        # torch's transposed convolution takes (in, out, *F) and flips the filter
+        w = self.weight.transpose(0, 1).flip(tuple(range(2, 2 + n)))
+        y = _CONV_T[n](x, w, stride=self.strides)         # (n - 1) s + f positions per axis
+        pad = "VALID" if self.padding == "CIRCULAR" else self.padding
+        for i, (f, s) in enumerate(zip(self.filter_shape, self.strides)):
+            ax, size_in = 2 + i, x.shape[2 + i]
+            start = f - 1 - transpose_pads(f, s, pad)[0]
+            size = transpose_out_size(size_in, f, s, pad)
+            y = y.narrow(ax, start, min(size, y.shape[ax] - start))
+            y = pad_axis(y, ax, 0, size - y.shape[ax], False)
+            if self.padding == "CIRCULAR":
+                y = wrap_axis(y, ax, transpose_out_size(size_in, f, s, "CIRCULAR"))
+        return self._finish(y)
 
 
 def extract_patches(x: Tensor, window, strides) -> Tensor:
@@ -187,8 +225,13 @@ class Conv(Layer):
         check_spatial(k.shape1, len(self.filter_shape), type(self).__name__)
         width = self.out_chan * (self.s[1] if self.parameterization == "standard" else 1)
         extra = {} if sums is None else {"sums": sums}
-        return self._rule(k, self.filter_shape, self.strides, self.padding, self.W_std, self.b_std,
-                          self.parameterization, self.s[0], width, **extra)
+        out = self._rule(remask(k), self.filter_shape, self.strides, self.padding, self.W_std,
+                         self.b_std, self.parameterization, self.s[0], width, **extra)
+        return map_masks(out, self.mask_fn)
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        """Output position mask: the input mask at each window's centre."""
+        return window_mask(mask, self.filter_shape, self.strides, self.padding)
 
     def build(self) -> nn.Module:
         return self._module(self.out_chan, self.filter_shape, self.strides, self.padding,
@@ -207,3 +250,23 @@ class ConvLocal(Conv):
 
     _rule = staticmethod(conv_local_rule)
     _module = ConvLocalModule
+
+
+class ConvTranspose(Conv):
+    """Transposed convolution, ``neural_tangents.stax.ConvTranspose`` compatible, on
+    (N, C, *spatial) inputs; arguments as :class:`Conv`.
+
+    Each spatial size ``n`` becomes ``n * stride`` (SAME, CIRCULAR) or
+    ``n * stride + max(filter - stride, 0)`` (VALID).  Kernel: the CNN-GP / CNTK sum over
+    simultaneous filter shifts of the dilated input
+    (:mod:`widelimit.kernels.rules.conv_transpose`).
+    """
+
+    _rule = staticmethod(conv_transpose_rule)
+    _module = ConvTransposeModule
+
+    def apply_kernel(self, k: Kernel) -> Kernel:
+        if k.mask1 is not None or k.mask2 is not None:
+            raise NotImplementedError("ConvTranspose does not support masked inputs (`mask` / "
+                                      "`mask_constant`) yet; pass unmasked inputs.")
+        return super().apply_kernel(k)

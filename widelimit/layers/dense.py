@@ -56,6 +56,7 @@ class DenseModule(nn.LazyLinear):
     """
 
     cls_to_become = None
+    mask_pointwise = True        # acts on each example (and position) separately
     structured_kind = "linear"   # lets widelimit.empirical use the structured NTK for it
 
     def __init__(self, out_features: int, W_std: float, b_std: Optional[float],

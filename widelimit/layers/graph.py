@@ -7,8 +7,10 @@ import torch
 from torch import Tensor, nn
 
 from widelimit.kernels.rules.graph import aggregate_rule
+from widelimit.kernels.masking import remask
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
+from widelimit.layers.masking import ZeroMaskedInput
 
 __all__ = ["Aggregate", "AggregateModule", "edges_to_pattern"]
 
@@ -27,7 +29,7 @@ def edges_to_pattern(edges, n_nodes: int, weights=None, dtype=torch.float64) -> 
     return a
 
 
-class AggregateModule(nn.Module):
+class AggregateModule(ZeroMaskedInput, nn.Module):
     def __init__(self, pattern: Tensor):
         super().__init__()
         self.register_buffer("pattern", pattern)
@@ -37,6 +39,9 @@ class AggregateModule(nn.Module):
             raise ValueError(f"Aggregate expects node features (N, C, {self.pattern.shape[0]}), got "
                              f"shape {tuple(x.shape)}.")
         return torch.einsum("ij,nci->ncj", self.pattern.to(x.dtype), x)
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        return mask
 
 
 class Aggregate(Layer):
@@ -70,7 +75,7 @@ class Aggregate(Layer):
         self.pattern = p
 
     def apply_kernel(self, k: Kernel) -> Kernel:
-        return aggregate_rule(k, self.pattern.to(k.nngp.device))
+        return aggregate_rule(remask(k), self.pattern.to(k.nngp.device))
 
     def build(self) -> nn.Module:
         return AggregateModule(self.pattern.clone())

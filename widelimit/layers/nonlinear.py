@@ -25,6 +25,8 @@ from widelimit.layers.base import Layer
 class ElementwiseModule(nn.Module):
     """Finite-width counterpart: applies ``fn`` elementwise."""
 
+    mask_pointwise = True
+
     def __init__(self, fn: Callable[[Tensor], Tensor], name: str):
         super().__init__()
         self.fn, self.name = fn, name

@@ -9,6 +9,7 @@ from widelimit.layers.base import Layer
 
 
 class LayerNormModule(nn.Module):
+    mask_pointwise = True        # normalises over the channels of each position
     def __init__(self, axis: int, eps: float):
         super().__init__()
         self.axis, self.eps = axis, eps

@@ -12,20 +12,26 @@ from torch import Tensor, nn
 
 from widelimit.kernels.rules.conv import box_sum, check_padding
 from widelimit.kernels.rules.pool import global_pool_rule, pool_rule
+from widelimit.kernels.masking import all_masked, map_masks, remask, unmasked_counts, window_mask
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.conv import check_spatial, check_tuple, pad_input
+from widelimit.layers.masking import ZeroMaskedInput, zero_masked
 
 __all__ = ["AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "PoolModule", "GlobalPoolModule"]
 
 
-class PoolModule(nn.Module):
-    """Finite average / sum pooling over the spatial axes with lax-style padding."""
+class PoolModule(ZeroMaskedInput, nn.Module):
+    """Finite average / sum pooling over the spatial axes with lax-style padding (masked
+    positions count as zeros, as neural-tangents)."""
 
     def __init__(self, window, strides, padding: str, average: bool, normalize_edges: bool):
         super().__init__()
         self.window, self.strides, self.padding = tuple(window), tuple(strides), padding
         self.average, self.normalize_edges = average, normalize_edges
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        return window_mask(mask, self.window, self.strides, self.padding)
 
     def forward(self, x: Tensor) -> Tensor:
         check_spatial(tuple(x.shape), len(self.window), "Pool")
@@ -65,8 +71,14 @@ class _Pool(Layer):
 
     def apply_kernel(self, k: Kernel) -> Kernel:
         check_spatial(k.shape1, len(self.window_shape), type(self).__name__)
-        return pool_rule(k, self.window_shape, self.strides, self.padding, self.average,
-                         self.normalize_edges)
+        out = pool_rule(remask(k), self.window_shape, self.strides, self.padding, self.average,
+                        self.normalize_edges)
+        return map_masks(out, self.mask_fn)
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        """Output position mask: the input mask at each window's centre (masked positions
+        inside a window count as zeros, as neural-tangents' AvgPool)."""
+        return window_mask(mask, self.window_shape, self.strides, self.padding)
 
     def build(self) -> nn.Module:
         return PoolModule(self.window_shape, self.strides, self.padding, self.average,
@@ -109,6 +121,13 @@ class GlobalPoolModule(nn.Module):
         axes = tuple(range(2, x.ndim))
         return x.mean(axes) if self.average else x.sum(axes)
 
+    def forward_masked(self, x: Tensor, mask: Tensor):
+        """Pool over the unmasked positions (the mean divides by their number)."""
+        out = zero_masked(x, mask).sum(tuple(range(2, x.ndim)))
+        if self.average:
+            out = out / unmasked_counts(mask, x.dtype)[:, None]
+        return out, all_masked(mask)
+
 
 class GlobalAvgPool(Layer):
     """Mean over all spatial positions: (N, C, *S) -> (N, C)."""
@@ -116,7 +135,7 @@ class GlobalAvgPool(Layer):
     average = True
 
     def apply_kernel(self, k: Kernel) -> Kernel:
-        return global_pool_rule(k, self.average)
+        return global_pool_rule(remask(k), self.average)
 
     def build(self) -> nn.Module:
         return GlobalPoolModule(self.average)

@@ -4,15 +4,20 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from widelimit.kernels.rules.pool import flatten_rule
+from widelimit.kernels.masking import all_masked, map_masks
+from widelimit.layers.masking import ZeroMaskedInput
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 
 __all__ = ["Flatten", "FlattenModule", "Index", "IndexModule", "Slice"]
 
 
-class FlattenModule(nn.Module):
+class FlattenModule(ZeroMaskedInput, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(1)
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        return all_masked(mask)
 
 
 class Flatten(Layer):
@@ -62,6 +67,9 @@ class IndexModule(nn.Module):
         super().__init__()
         self.idx = idx
 
+    def forward_masked(self, x: Tensor, mask: Tensor):
+        return self(x), mask[(slice(None),) + self.idx[2:]]
+
     def forward(self, x: Tensor) -> Tensor:
         return x[self.idx]
 
@@ -93,7 +101,11 @@ class Index(Layer):
         if len(self.idx) - 2 > k.n_spatial:
             raise ValueError(f"`idx` {self.idx!r} has more entries than the inputs have axes "
                              f"(shape {k.shape1}).")
-        return _index_kernel(k, self.idx)
+        return map_masks(_index_kernel(k, self.idx), self.mask_fn)
+
+    def mask_fn(self, mask: Tensor) -> Tensor:
+        """The position mask indexed like the spatial axes."""
+        return mask[(slice(None),) + self.idx[2:]]
 
     def build(self) -> nn.Module:
         return IndexModule(self.idx)

@@ -114,8 +114,8 @@ def _posterior_cov(g, k_td, k_train_train, k_test_train, k_test_test, solve, kdd
         cov = ktt(g_init, k_test_test, m) - k_td @ solve(g_init, k_td.T)
     else:
         nngp_td = ktd("nngp", k_test_train)
-        term1 = solve("ntk", k_td.T)                                   # (N, M)
-        term2 = k_td @ solve("ntk", nngp_td.T)                         # (M, M)
+        term1 = solve("ntk", k_td.T)                                   # (N, M) = Θ^-1 Θ_dt
+        term2 = term1.T @ nngp_td.T      # Θ_td Θ^-1 K_dt (Θ symmetric): no second solve
         cov = term1.T @ kdd("nngp") @ term1 - term2 - term2.T + ktt("nngp", k_test_test, m)
     return 0.5 * (cov + cov.T)
 

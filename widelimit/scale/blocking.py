@@ -175,7 +175,25 @@ def _result_numel(res) -> int:
     return sum(t.numel() for t in (res.nngp, res.ntk) if t is not None)
 
 
-def plan_blocks(compute: Callable, x1: Tensor, x2: Optional[Tensor], budget: int,
+Batch = Union[Tensor, tuple]
+
+
+def _lead(x: Batch) -> Tensor:
+    """The input tensor of a batch: a tensor, or a tuple (inputs, per-example extras...)."""
+    return x[0] if isinstance(x, tuple) else x
+
+
+def _take(x: Optional[Batch], rows: slice) -> Optional[Batch]:
+    """Rows of a batch; every tensor of a tuple batch shares the leading batch axis
+    (e.g. inputs and their masks), None entries stay None."""
+    if x is None:
+        return None
+    if isinstance(x, tuple):
+        return tuple(None if t is None else t[rows] for t in x)
+    return x[rows]
+
+
+def plan_blocks(compute: Callable, x1: Batch, x2: Optional[Batch], budget: int,
                 cache_elements: Optional[int] = None, hint: Optional[str] = None) -> Plan:
     """Choose block sizes (b1, b2) for ``compute(x1_block, x2_block_or_None)``.
 
@@ -183,16 +201,17 @@ def plan_blocks(compute: Callable, x1: Tensor, x2: Optional[Tensor], budget: int
     largest tensor near ``cache_elements`` elements.  ``hint`` is appended to the error
     raised when one pair does not fit.
     """
-    n1 = x1.shape[0]
-    n2 = n1 if x2 is None else x2.shape[0]
-    item = x1.element_size()
+    t1, t2 = _lead(x1), None if x2 is None else _lead(x2)
+    n1 = t1.shape[0]
+    n2 = n1 if t2 is None else t2.shape[0]
+    item = t1.element_size()
     probe = _MaxNumel()
     with torch.no_grad(), probe:
-        res = compute(x1[:1], None if x2 is None else x2[:1])
+        res = compute(_take(x1, slice(0, 1)), _take(x2, slice(0, 1)))
     per_pair = max(probe.max_numel, 1)
     out_per_pair = max(_result_numel(res), 1)
     out_bytes = n1 * n2 * out_per_pair * item
-    free = budget - out_bytes - (x1.numel() + (0 if x2 is None else x2.numel())) * item
+    free = budget - out_bytes - (t1.numel() + (0 if t2 is None else t2.numel())) * item
     unit = LIVE_TENSORS * per_pair * item          # bytes per (b1 b2 + b1 + b2) entry
     cap = free / unit
     mem_cap = cap
@@ -289,14 +308,25 @@ def _assemble(blocks: dict, rows: list, cols: list, symmetric: bool):
                 out[cols[j], rows[i]] = _swap_pairs(t, full)
         return out
 
-    cov1 = torch.cat([blocks[(i, i if symmetric else 0)].cov1 for i in range(len(rows))])
-    cov2 = None
+    row_blocks = [blocks[(i, i if symmetric else 0)] for i in range(len(rows))]
+    cov1 = torch.cat([k.cov1 for k in row_blocks])
+    mask1 = _cat_masks([k.mask1 for k in row_blocks])
+    cov2 = mask2 = None
     if not symmetric:
-        cov2 = torch.cat([blocks[(0, j)].cov2 if blocks[(0, j)].cov2 is not None
-                          else blocks[(0, j)].cov1 for j in range(len(cols))])
+        col_blocks = [blocks[(0, j)] for j in range(len(cols))]
+        cov2 = torch.cat([k.cov2 if k.cov2 is not None else k.cov1 for k in col_blocks])
+        mask2 = _cat_masks([k.mask1 if k.x1_is_x2 else k.mask2 for k in col_blocks])
     return first.replace(nngp=stitch("nngp"), ntk=stitch("ntk"), cov1=cov1, cov2=cov2,
+                         mask1=mask1, mask2=mask2,
                          shape1=(n1,) + tuple(first.shape1[1:]),
                          shape2=(n2,) + tuple(first.shape2[1:]))
+
+
+def _cat_masks(masks: list) -> Optional[Tensor]:
+    """Concatenate the per-block masks of one side (None if no block has one)."""
+    if all(m is None for m in masks):
+        return None
+    return torch.cat(masks)
 
 
 def _malloc_trim() -> Callable[[], None]:
@@ -348,19 +378,22 @@ def _slices(n: int, b: int) -> list:
     return [slice(i, min(i + b, n)) for i in range(0, n, b)]
 
 
-def run_blocked(compute: Callable, x1: Tensor, x2: Optional[Tensor], max_memory: Any = None,
+def run_blocked(compute: Callable, x1: Batch, x2: Optional[Batch], max_memory: Any = None,
                 probe: bool = True, hint: Optional[str] = None):
     """``compute(x1, x2)`` (returning a Kernel or list of Kernels) in blocks of pairs.
 
-    With ``probe=False`` (small image problems, and vector inputs without an explicit
-    budget) nothing is measured: images are one block, vectors are tiled
-    (:func:`vector_plan`).
+    ``x1`` / ``x2`` are tensors, or tuples of tensors (or None) sharing the batch axis
+    (inputs and their masks), split into the same blocks.  With ``probe=False`` (small
+    image problems, and vector inputs without an explicit budget) nothing is measured:
+    images are one block, vectors are tiled (:func:`vector_plan`).
     """
+    batch1, batch2 = x1, x2
+    x1, x2 = _lead(batch1), None if batch2 is None else _lead(batch2)
     tiles = None
     if x1.ndim == 2:
         tiles = vector_plan(x1.shape[0], None if x2 is None else x2.shape[0], torch.get_num_threads())
     if probe:
-        plan = plan_blocks(compute, x1, x2, resolve_budget(max_memory, x1.device),
+        plan = plan_blocks(compute, batch1, batch2, resolve_budget(max_memory, x1.device),
                            CACHE_ELEMENTS if x1.ndim > 2 else None, hint)
         if tiles is not None:
             plan = Plan(min(plan.b1, tiles.b1), min(plan.b2, tiles.b2), plan.per_pair,
@@ -374,7 +407,7 @@ def run_blocked(compute: Callable, x1: Tensor, x2: Optional[Tensor], max_memory:
     # one pass over a cache-sized tile, not over the whole matrix.
     mirror = _mirror_kernel
     if plan.b1 >= n1 and plan.b2 >= n2:
-        return mirror(compute(x1, None)) if x2 is None else compute(x1, x2)
+        return mirror(compute(batch1, None)) if x2 is None else compute(batch1, batch2)
     rows, cols = _slices(n1, plan.b1), _slices(n2, plan.b2)
     symmetric = x2 is None
     todo = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (symmetric and j < i)]
@@ -382,8 +415,8 @@ def run_blocked(compute: Callable, x1: Tensor, x2: Optional[Tensor], max_memory:
     def one(key):
         i, j = key
         if symmetric and i == j:
-            return mirror(compute(x1[rows[i]], None))
-        return compute(x1[rows[i]], (x1 if symmetric else x2)[cols[j]])
+            return mirror(compute(_take(batch1, rows[i]), None))
+        return compute(_take(batch1, rows[i]), _take(batch1 if symmetric else batch2, cols[j]))
 
     results = dict(zip(todo, parallel_map(one, todo, x1.device)))
     first = results[(0, 0)]

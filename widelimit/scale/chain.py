@@ -33,7 +33,7 @@ from widelimit.kernels.rules.pool import map_kernel, pool_axis, pool_weights, sc
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.combinators import Identity, Serial
-from widelimit.layers.conv import Conv, ConvLocal, check_spatial
+from widelimit.layers.conv import Conv, check_spatial
 from widelimit.layers.nonlinear import Nonlinearity
 from widelimit.layers.normalization import LayerNorm
 from widelimit.layers.pool import GlobalAvgPool, _Pool
@@ -60,7 +60,7 @@ def split_architecture(net: Layer) -> Union[str, tuple[list[Layer], Layer, list[
     for i, layer in enumerate(layers):
         if isinstance(layer, (GlobalAvgPool, Flatten)):
             return layers[:i], layer, layers[i + 1:]
-        ok = ((isinstance(layer, Conv) and not isinstance(layer, ConvLocal))
+        ok = (type(layer) is Conv                    # not ConvLocal, ConvTranspose
               or isinstance(layer, (_Pool, Nonlinearity))
               or (isinstance(layer, LayerNorm) and layer.axis == 1))
         if not ok:

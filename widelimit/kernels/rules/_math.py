@@ -47,5 +47,14 @@ def angle(c12: Tensor, v1: Tensor, v2: Tensor) -> tuple[Tensor, Tensor]:
     the (N1, N2) matrix, so it costs no pass.
     """
     shrink = 1.0 - 4 * torch.finfo(c12.dtype).eps
-    delta = safe_sqrt((v1 * shrink) * v2 - c12 * c12)
+    radicand = torch.addcmul((v1 * shrink) * v2, c12, c12, value=-1)   # one pass, not two
+    if not (radicand.requires_grad and torch.is_grad_enabled()):
+        delta = radicand.clamp_(min=0).sqrt_()                         # in place: no allocation
+    else:
+        delta = safe_sqrt(radicand)
     return torch.atan2(delta, c12), delta
+
+
+def no_grad_needed(*tensors: Tensor) -> bool:
+    """Whether in-place updates of results computed from ``tensors`` are safe for autograd."""
+    return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)

@@ -164,19 +164,21 @@ def _conv_sums(k: Kernel, mat: Optional[Tensor], batch_ndim: int, filter_shape, 
                        lambda x, a, i: diag_box_sum(x, a, filter_shape[i], strides[i], padding))
 
 
-def _out_shape(shape: tuple, channels: int, filter_shape, strides, padding: str) -> tuple:
-    sp = tuple(conv_out_size(n, f, s, padding) for n, f, s in zip(shape[2:], filter_shape, strides))
+def _out_shape(shape: tuple, channels: int, filter_shape, strides, padding: str,
+               out_size=conv_out_size) -> tuple:
+    sp = tuple(out_size(n, f, s, padding) for n, f, s in zip(shape[2:], filter_shape, strides))
     return (shape[0], channels) + sp
 
 
 def conv_rule(k: Kernel, filter_shape: Sequence[int], strides: Sequence[int], padding: str,
               W_std, b_std, parameterization: str, s0: float, out_channels: int,
-              sums=None) -> Kernel:
+              sums=None, out_size=conv_out_size) -> Kernel:
     """Kernel after a convolution with infinitely many channels (see module docstring).
 
     ``sums(mat, batch_ndim)`` replaces the weight-sharing spatial sum over the filter
-    (used by :func:`conv_local_rule`); the 1/|F| normalisation is folded into the scalars
-    of the affine step, saving a pass over each tensor.
+    (used by :func:`conv_local_rule` and the transposed convolution, whose output size per
+    axis is ``out_size(n, f, s, padding)``); the 1/|F| normalisation is folded into the
+    scalars of the affine step, saving a pass over each tensor.
     """
     if sums is None:
         def sums(mat, batch_ndim):
@@ -202,8 +204,8 @@ def conv_rule(k: Kernel, filter_shape: Sequence[int], strides: Sequence[int], pa
     cov1 = affine(sums(k.cov1, 1), w_eff, b_std)
     cov2 = affine(sums(k.cov2, 1), w_eff, b_std)
     return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=True, is_input=False,
-                     shape1=_out_shape(k.shape1, out_channels, filter_shape, strides, padding),
-                     shape2=_out_shape(k.shape2, out_channels, filter_shape, strides, padding))
+                     shape1=_out_shape(k.shape1, out_channels, filter_shape, strides, padding, out_size),
+                     shape2=_out_shape(k.shape2, out_channels, filter_shape, strides, padding, out_size))
 
 
 def _diag_of_pairs(mat: Tensor, batch_ndim: int) -> Tensor:

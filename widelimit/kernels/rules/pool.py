@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from widelimit.kernels.rules.conv import box_sum, conv_out_size, spatial_map
+from widelimit.kernels.masking import all_masked, remask, unmasked_counts
 from widelimit.kernels.state import Kernel, _diag_spatial
 
 __all__ = ["pool_rule", "pool_axis", "pool_weights", "scale_axis", "global_pool_rule", "flatten_rule",
@@ -90,7 +91,12 @@ def pool_rule(k: Kernel, window: Sequence[int], strides: Sequence[int], padding:
 
 
 def global_pool_rule(k: Kernel, average: bool) -> Kernel:
-    """GlobalAvgPool / GlobalSumPool: sum (or mean) over all pairs of positions."""
+    """GlobalAvgPool / GlobalSumPool: sum (or mean) over all pairs of positions.
+
+    With masks (covariances already zero at masked positions) the mean is over the
+    unmasked positions of each input: the pair sum is divided by c1 c2, the numbers of
+    unmasked positions (neural-tangents' masked ``mean_and_var``).
+    """
     if not k.n_spatial:
         raise ValueError(f"Global pooling needs spatial inputs, got shape {k.shape1}.")
     if k.diagonal_spatial:
@@ -98,12 +104,26 @@ def global_pool_rule(k: Kernel, average: bool) -> Kernel:
     size = 1
     for n in k.shape1[2:]:
         size *= n
+    dtype = k.nngp.dtype
 
-    def fn(mat: Tensor, batch_ndim: int) -> Tensor:
+    def counts(m):
+        if m is None:
+            return torch.full((), float(size), dtype=dtype, device=k.nngp.device)
+        return unmasked_counts(m, dtype)
+
+    c1 = counts(k.mask1)
+    c2 = c1 if k.x1_is_x2 else counts(k.mask2)
+
+    def fn(mat: Tensor, batch_ndim: int, norm: Tensor) -> Tensor:
         out = mat.sum(tuple(range(batch_ndim, mat.ndim)))
-        return out / (size * size) if average else out
+        return out / norm if average else out
 
-    return map_kernel(k, fn, shape1=k.shape1[:2], shape2=k.shape2[:2], diagonal_spatial=True)
+    c12 = (c1[:, None] if c1.ndim else c1) * c2
+    ntk = k.ntk if k.ntk is None or k.ntk.ndim == 0 else fn(k.ntk, 2, c12)
+    return k.replace(nngp=fn(k.nngp, 2, c12), ntk=ntk, cov1=fn(k.cov1, 1, c1 * c1),
+                     cov2=None if k.cov2 is None else fn(k.cov2, 1, c2 * c2),
+                     shape1=k.shape1[:2], shape2=k.shape2[:2], diagonal_spatial=True,
+                     mask1=all_masked(k.mask1), mask2=all_masked(k.mask2))
 
 
 def flatten_rule(k: Kernel) -> Kernel:
@@ -118,8 +138,10 @@ def flatten_rule(k: Kernel) -> Kernel:
     width1 = 1
     for n in k.shape1[1:]:
         width1 *= n
+    k = remask(k)
     return map_kernel(k, fn, shape1=(k.shape1[0], width1), shape2=(k.shape2[0], width1),
-                      is_gaussian=False, diagonal_spatial=True, mask1=None, mask2=None)
+                      is_gaussian=False, diagonal_spatial=True, mask1=all_masked(k.mask1),
+                      mask2=all_masked(k.mask2))
 
 
 def _diag_spatial_b(mat: Tensor, batch_ndim: int) -> Tensor:

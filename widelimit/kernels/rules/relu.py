@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from widelimit.kernels.rules._math import PI, angle
+from widelimit.kernels.rules._math import PI, angle, no_grad_needed
+
+is_compiling = torch.compiler.is_compiling
 
 
 @functools.lru_cache(maxsize=None)  # one dual object per parameters (stable for torch.compile)
@@ -29,9 +31,15 @@ def abrelu_dual(a: float, b: float) -> Callable:
 
     def dual(c: Tensor, v1: Tensor, v2: Tensor, want_dot: bool):
         theta, delta = angle(c, v1, v2)
-        pi_minus = PI - theta
-        t = f * (delta + pi_minus * c)
-        t_dot = f * pi_minus if want_dot else None
+        if no_grad_needed(c, v1, v2) and not is_compiling():
+            # the same arithmetic in fewer passes over (N1, N2), reusing the buffers
+            pi_minus = theta.neg_().add_(PI)
+            t = torch.addcmul(delta, pi_minus, c).mul_(f)
+            t_dot = pi_minus.mul_(f) if want_dot else None
+        else:
+            pi_minus = PI - theta
+            t = f * (delta + pi_minus * c)
+            t_dot = f * pi_minus if want_dot else None
         if ab != 0:
             t = t + ab * c
             t_dot = None if t_dot is None else t_dot + ab
