@@ -172,12 +172,14 @@ class Layer:
                                                    mask1=ma, mask2=mb))
             return [remask(ki) for ki in k] if isinstance(k, (list, tuple)) else remask(k)
 
-        from widelimit.scale.blocking import SMALL_PROBLEM, run_blocked
+        from widelimit.scale.blocking import SMALL_PROBLEM, run_blocked, single_thread
         n2 = t1.shape[0] if t2 is None else t2.shape[0]
-        # small image problems run in one block, without the planner's probe and threads
-        small = t1.shape[0] * n2 * math.prod(t1.shape[2:]) ** 2 <= SMALL_PROBLEM
-        k = run_blocked(compute, (t1, m1), None if t2 is None else (t2, m2), max_memory,
-                        probe=(t1.ndim > 2 and not small) or max_memory is not None)
+        # small problems run in one block on one thread, without the planner's probe
+        per_pair = math.prod(t1.shape[2:]) ** (1 if diagonal_spatial else 2)
+        small = t1.shape[0] * n2 * per_pair <= SMALL_PROBLEM
+        with single_thread(small and max_memory is None):
+            k = run_blocked(compute, (t1, m1), None if t2 is None else (t2, m2), max_memory,
+                            probe=(t1.ndim > 2 and not small) or max_memory is not None)
         if isinstance(k, (list, tuple)):
             out = [select(ki, get) for ki in k]
             return to_output(out, was_numpy) if get is not None else out
