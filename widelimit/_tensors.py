@@ -102,12 +102,12 @@ def parse_bytes(value: Any, name: str = "max_memory") -> int:
 def gram(a: Tensor, b: Tensor, symmetric: bool = False) -> Tensor:
     """``a @ b.T``; with ``symmetric`` (``b`` equals ``a``) only the row blocks on and
     above the diagonal are multiplied and the rest is mirrored (BLAS has ``syrk``, torch
-    does not): 2x2 blocks do 3/4 of the work, 4x4 blocks 5/8.  Exactly symmetric."""
-    if not symmetric:
-        return a @ b.T
+    does not): 2x2 blocks do 3/4 of the work, 4x4 blocks 5/8; the result is then exactly
+    symmetric.  Short rows (fewer than 64 features, or fewer than 128 rows) take one GEMM,
+    symmetric up to rounding: mirroring would cost more than the product itself."""
     n = a.shape[0]
-    if n < 128 or a.shape[1] < 64:
-        return _upper_to_lower(a @ a.T)
+    if not symmetric or n < 128 or a.shape[1] < 64:
+        return a @ b.T
     t = 2 if n < 1024 else 4
     step = -(-n // t)
     rows = [slice(i, min(i + step, n)) for i in range(0, n, step)]

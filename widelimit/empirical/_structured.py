@@ -317,8 +317,13 @@ class Structured:
             n1, n2, p = g1.shape[0], g2.shape[0], u1.shape[-1]
             if p == 1:
                 ug = u1[..., 0] @ u2[..., 0].T
-                ug = ug * w2 if b2 is None else ug * w2 + b2
-                k = axes.contract(g1[..., 0], g2[..., 0], sym) * ug.view(n1, n2, *(1,) * nres)
+                ug = (ug * w2 if b2 is None else ug * w2 + b2).view(n1, n2, *(1,) * nres)
+                k = axes.contract(g1[..., 0], g2[..., 0], sym)      # a fresh tensor
+                if total is None:
+                    total = k.mul_(ug)
+                else:
+                    total.addcmul_(k, ug)                            # one pass, no temporary
+                continue
             else:
                 ug = torch.einsum("idp,jdq->ijpq", u1, u2) * w2
                 s = torch.einsum(f"i{axes.s1}cp,j{axes.s2}cq->ij{axes.res}pq", g1, g2)

@@ -189,22 +189,25 @@ class Layer:
                                                    mask1=ma, mask2=mb))
             return [remask(ki) for ki in k] if isinstance(k, (list, tuple)) else remask(k)
 
-        from widelimit.scale.blocking import SMALL_PROBLEM, BudgetTooSmall, run_blocked
+        from widelimit.scale.blocking import (SMALL_PROBLEM, BudgetTooSmall, run_blocked,
+                                              single_thread)
         k = None
         if (not diagonal_spatial or spatial_blocking) and not masked:
             k = spatial.maybe_spatial_kernel(self, t1, t2, max_memory, spatial_blocking)
         if k is None:
             n2 = t1.shape[0] if t2 is None else t2.shape[0]
-            # small image problems run in one block, without the planner's probe and threads
-            small = t1.shape[0] * n2 * math.prod(t1.shape[2:]) ** 2 <= SMALL_PROBLEM
+            # small problems run in one block on one thread, without the planner's probe
+            per_pair = math.prod(t1.shape[2:]) ** (1 if diagonal_spatial else 2)
+            small = t1.shape[0] * n2 * per_pair <= SMALL_PROBLEM
             hint = None
             if t1.ndim > 2:
                 hint = (" Spatial blocking (bands of positions) does not support masked inputs."
                         if masked else spatial.budget_hint(self))
             try:
-                k = run_blocked(compute, (t1, m1), None if t2 is None else (t2, m2), max_memory,
-                                probe=(t1.ndim > 2 and not small) or max_memory is not None,
-                                hint=hint)
+                with single_thread(small and max_memory is None):
+                    k = run_blocked(compute, (t1, m1), None if t2 is None else (t2, m2),
+                                    max_memory, hint=hint,
+                                    probe=(t1.ndim > 2 and not small) or max_memory is not None)
             except BudgetTooSmall:
                 # the measured pair is larger than the geometry's estimate (e.g. quadrature
                 # nonlinearities): bands of positions, where the architecture allows them
