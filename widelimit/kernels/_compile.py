@@ -28,7 +28,8 @@ import torch
 
 THRESHOLD = 1 << 20
 _MODES = ("auto", "on", "off")
-_state = {"mode": os.environ.get("WIDELIMIT_COMPILE", "auto").lower(), "failed": False}
+_state = {"mode": os.environ.get("WIDELIMIT_COMPILE", "auto").lower(), "failed": False,
+          "suspended": 0}
 _cache: dict[Callable, Callable] = {}
 
 
@@ -43,10 +44,16 @@ def get_compile() -> str:
     return _state["mode"]
 
 
+def suspend(on: bool) -> None:
+    """Nestable: no compilation between ``suspend(True)`` and ``suspend(False)`` (used by the
+    memory probes of :mod:`widelimit.scale.memory`, which measure eager operations)."""
+    _state["suspended"] += 1 if on else -1
+
+
 def will_compile(*tensors) -> bool:
     """Whether :func:`run` would compile for these arguments."""
     mode = _state["mode"]
-    if _state["failed"] or mode == "off":
+    if _state["failed"] or mode == "off" or _state["suspended"] > 0:
         return False
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return False

@@ -23,18 +23,16 @@ a smaller GEMM, may differ from the whole one in the last bit.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from widelimit._tensors import parse_bytes
+from widelimit.scale.memory import (DEFAULT_FRACTION, MaxNumel, PeakBytes, available_memory,
+                                    bytes_in_use, malloc_trim, resolve_budget)
 
 __all__ = ["LIVE_TENSORS", "DEFAULT_FRACTION", "available_memory", "resolve_budget", "bytes_in_use",
            "PeakBytes", "BudgetTooSmall", "Plan", "parallel_map", "plan_blocks", "run_blocked", "vector_plan"]
@@ -42,8 +40,6 @@ __all__ = ["LIVE_TENSORS", "DEFAULT_FRACTION", "available_memory", "resolve_budg
 #: assumed number of simultaneously live tensors of the largest size (nngp, ntk, variances,
 #: and the temporaries of a nonlinearity's dual); calibrated with benchmarks/conv.py
 LIVE_TENSORS = 10
-#: default budget: this fraction of the memory available when the call starts
-DEFAULT_FRACTION = 0.5
 #: for image kernels, blocks are also kept small enough that the largest tensor has about
 #: this many elements: it then stays in cache and below glibc's mmap threshold (32 MB),
 #: which avoids a page fault per 4 KB on every operation; 3-10x faster than one big block
@@ -58,95 +54,6 @@ SMALL_PROBLEM = 2**18
 #: on and above the diagonal are computed (half the work).  N = 4000, depth 3: 2x faster.
 VECTOR_TILED_FROM = 2**19
 VECTOR_TILE = 512
-
-
-def available_memory(device: Optional[torch.device] = None) -> int:
-    """Bytes available now: free GPU memory for CUDA, else MemAvailable of /proc/meminfo."""
-    if device is not None and torch.device(device).type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
-
-
-def resolve_budget(max_memory: Union[None, int, float, str], device=None) -> int:
-    if max_memory is None:
-        return int(DEFAULT_FRACTION * available_memory(device))
-    return parse_bytes(max_memory, "max_memory")
-
-
-class _MaxNumel(TorchDispatchMode):
-    """Records the largest tensor produced by any operation."""
-
-    def __init__(self):
-        super().__init__()
-        self.max_numel = 1
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in (out if isinstance(out, (tuple, list)) else (out,)):
-            if isinstance(t, Tensor):
-                self.max_numel = max(self.max_numel, t.numel())
-        return out
-
-
-class _MallInfo(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-
-def _glibc_in_use() -> Optional[Callable[[], int]]:
-    try:
-        fn = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
-        return None
-    fn.restype = _MallInfo
-    return lambda: (lambda m: m.uordblks + m.hblkhd)(fn())
-
-
-_GLIBC_IN_USE = _glibc_in_use()
-
-
-def bytes_in_use(device: torch.device) -> Optional[int]:
-    """Bytes the allocator holds for live allocations now: CUDA's caching allocator, or
-    glibc's ``mallinfo2`` on CPU (in-use bytes of all arenas plus mmapped blocks, so worker
-    threads count too; Python objects as well); None where neither is available."""
-    if device.type == "cuda":
-        return int(torch.cuda.memory_allocated(device))
-    if device.type == "cpu" and _GLIBC_IN_USE is not None:
-        return _GLIBC_IN_USE()
-    return None
-
-
-class PeakBytes(TorchDispatchMode):
-    """Records the largest tensor (as :class:`_MaxNumel`) and the peak of
-    :func:`bytes_in_use` after each operation, above its value on entry (``peak`` is None
-    where it cannot be measured)."""
-
-    def __init__(self, device: torch.device):
-        super().__init__()
-        self.device = torch.device(device)
-        self.max_numel = 1
-        self.base = bytes_in_use(self.device)
-        self.peak = None if self.base is None else 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in (out if isinstance(out, (tuple, list)) else (out,)):
-            if isinstance(t, Tensor):
-                self.max_numel = max(self.max_numel, t.numel())
-        if self.peak is not None:
-            self.peak = max(self.peak, bytes_in_use(self.device) - self.base)
-        return out
 
 
 @dataclass(frozen=True)
@@ -206,7 +113,7 @@ def plan_blocks(compute: Callable, x1: Batch, x2: Optional[Batch], budget: int,
     n1 = t1.shape[0]
     n2 = n1 if t2 is None else t2.shape[0]
     item = t1.element_size()
-    probe = _MaxNumel()
+    probe = MaxNumel()
     with torch.no_grad(), probe:
         res = compute(_take(x1, slice(0, 1)), _take(x2, slice(0, 1)))
     per_pair = max(probe.max_numel, 1)
@@ -330,18 +237,6 @@ def _cat_masks(masks: list) -> Optional[Tensor]:
     return torch.cat(masks)
 
 
-def _malloc_trim() -> Callable[[], None]:
-    """glibc's malloc_trim: hand freed block memory back to the OS (freed per-thread arena
-    memory otherwise accumulates in the resident set over thousands of blocks)."""
-    try:
-        import ctypes
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-        return lambda: trim(0)
-    except (OSError, AttributeError):
-        return lambda: None
-
-
-_TRIM = _malloc_trim()
 #: give memory back to the OS after this many blocks
 TRIM_EVERY = 16
 
@@ -362,7 +257,7 @@ def parallel_map(fn: Callable, items: list, device: torch.device,
         with torch.set_grad_enabled(grad):
             out = fn(item)
         if t % TRIM_EVERY == TRIM_EVERY - 1:
-            _TRIM()
+            malloc_trim()
         return out
 
     if workers > 1 and len(items) > 1 and torch.device(device).type == "cpu":

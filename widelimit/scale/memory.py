@@ -1,0 +1,142 @@
+"""Memory of this process: what is available, what the allocator holds, and the peak of a
+computation (measured with a dispatch mode, op by op).  Used by the block planners of
+:mod:`widelimit.scale.blocking` and :mod:`widelimit.scale.spatial`."""
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from widelimit._tensors import parse_bytes
+from widelimit.kernels import _compile
+
+__all__ = ["DEFAULT_FRACTION", "available_memory", "resolve_budget", "bytes_in_use", "PeakBytes",
+           "MaxNumel", "malloc_trim"]
+
+#: default budget: this fraction of the memory available when the call starts
+DEFAULT_FRACTION = 0.5
+
+
+def available_memory(device: Optional[torch.device] = None) -> int:
+    """Bytes available now: free GPU memory for CUDA, else MemAvailable of /proc/meminfo."""
+    if device is not None and torch.device(device).type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def resolve_budget(max_memory: Union[None, int, float, str], device=None) -> int:
+    if max_memory is None:
+        return int(DEFAULT_FRACTION * available_memory(device))
+    return parse_bytes(max_memory, "max_memory")
+
+
+class _Probe(TorchDispatchMode):
+    """A dispatch mode that measures: no ``torch.compile`` inside it, and no Dynamo wrapper
+    around it (torch wraps every mode's ``__torch_dispatch__`` in ``torch._dynamo.disable``
+    by default, which imports Dynamo on first use: 1.3 s and 100 MB of resident memory
+    for a kernel computation that never compiles)."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
+    def __enter__(self):
+        _compile.suspend(True)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        _compile.suspend(False)
+        return super().__exit__(*exc)
+
+
+class MaxNumel(_Probe):
+    """Records the largest tensor produced by any operation."""
+
+    def __init__(self):
+        super().__init__()
+        self.max_numel = 1
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, Tensor):
+                self.max_numel = max(self.max_numel, t.numel())
+        return out
+
+
+class _MallInfo(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _glibc_in_use() -> Optional[Callable[[], int]]:
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo
+    return lambda: (lambda m: m.uordblks + m.hblkhd)(fn())
+
+
+_GLIBC_IN_USE = _glibc_in_use()
+
+
+def bytes_in_use(device: torch.device) -> Optional[int]:
+    """Bytes the allocator holds for live allocations now: CUDA's caching allocator, or
+    glibc's ``mallinfo2`` on CPU (in-use bytes of all arenas plus mmapped blocks, so worker
+    threads count too; Python objects as well); None where neither is available."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    if device.type == "cpu" and _GLIBC_IN_USE is not None:
+        return _GLIBC_IN_USE()
+    return None
+
+
+class PeakBytes(_Probe):
+    """Records the largest tensor (as :class:`MaxNumel`) and the peak of
+    :func:`bytes_in_use` after each operation, above its value on entry (``peak`` is None
+    where it cannot be measured)."""
+
+    def __init__(self, device: torch.device):
+        super().__init__()
+        self.device = torch.device(device)
+        self.max_numel = 1
+        self.base = bytes_in_use(self.device)
+        self.peak = None if self.base is None else 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, Tensor):
+                self.max_numel = max(self.max_numel, t.numel())
+        if self.peak is not None:
+            self.peak = max(self.peak, bytes_in_use(self.device) - self.base)
+        return out
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim: hand freed block memory back to the OS (freed per-thread arena
+    memory otherwise accumulates in the resident set over thousands of blocks)."""
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+        return lambda: trim(0)
+    except (OSError, AttributeError):
+        return lambda: None
+
+
+malloc_trim = _malloc_trim()
