@@ -20,7 +20,6 @@ from widelimit.parametrization import (  # noqa: E402
 )
 from widelimit import optim  # noqa: E402
 from widelimit import predict  # noqa: E402
-from widelimit.estimators import NTKRegressor, NTKClassifier  # noqa: E402
 from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402
 
 __all__ = [
@@ -30,3 +29,11 @@ __all__ = [
     "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",
     "optim", "predict", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
 ]
+
+
+def __getattr__(name: str):
+    # the scikit-learn estimators import scikit-learn and SciPy (~1 s, ~100 MB): on first use
+    if name in ("NTKRegressor", "NTKClassifier"):
+        from widelimit import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'widelimit' has no attribute {name!r}")

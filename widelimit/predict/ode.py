@@ -19,7 +19,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from widelimit._tensors import check_positive, to_output
@@ -151,6 +150,7 @@ def gradient_descent(loss: Callable[[Tensor, Tensor], Tensor], k_train_train: An
         uniq, inverse = np.unique(tt.numpy(), return_inverse=True)
         t_end = float(uniq[-1])
         if t_end > 0:
+            from scipy.integrate import solve_ivp   # SciPy on first use (import cost)
             sol = solve_ivp(rhs, (0.0, t_end), z0, method=method, t_eval=uniq, rtol=rtol, atol=atol)
             if not sol.success:
                 raise RuntimeError(f"The ODE solver failed: {sol.message}")
