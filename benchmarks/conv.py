@@ -104,13 +104,23 @@ def main() -> None:
     ap.add_argument("--cases", default=None, help="e.g. 16:64,32:32 (default: all)")
     ap.add_argument("--nt", default=None, help="also run neural-tangents (peer env python) on these "
                     "cases right after ours, e.g. 16:16,16:32; PEER_PYTHON names its interpreter")
+    ap.add_argument("--flops", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.flops:
+        print(json.dumps({hw: count_flops(int(hw)) for hw in args.flops.split(",")}))
+        return
     if args.case:
         hw, n = map(int, args.case.split(":"))
         print(json.dumps(run_case(hw, n, args.repeat, args.max_memory)))
         return
     cases = CASES if not args.cases else [tuple(map(int, c.split(":"))) for c in args.cases.split(",")]
-    flops_per_pair = {hw: count_flops(hw) for hw in sorted({c[0] for c in cases})}
+    # Linux carries a process's peak RSS across exec into its children's ru_maxrss, so the
+    # FLOP count (which imports torch and runs a network) is taken in a subprocess too,
+    # keeping this parent small: each case's peak memory is then its own.
+    flops_per_pair = json.loads(subprocess.run(
+        [sys.executable, __file__, "--flops", ",".join(str(hw) for hw in sorted({c[0] for c in cases}))],
+        check=True, capture_output=True, text=True).stdout)
+    flops_per_pair = {int(k): v for k, v in flops_per_pair.items()}
     rows = []
     for hw, n in cases:
         cmd = [sys.executable, __file__, "--case", f"{hw}:{n}", "--repeat", str(args.repeat)]
