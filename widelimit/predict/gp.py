@@ -14,7 +14,7 @@ r"""Exact posteriors: NNGP, NTK ensemble at t = inf, NTK-GP, and the Student-t p
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -65,10 +65,10 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
             raise ValueError(f"`k_train_train.{g}` must have shape ({n}, {n}), got {tuple(k.shape)}.")
         return k.to(k0.dtype)
 
-    def solve(g: str, b: Tensor) -> Tensor:
+    def solve(g: str, b: Tensor, whiten: bool = False) -> Optional[Tensor]:
         if g not in factors:
             factors[g] = Factor(kdd(g), reg, absolute, f"k_train_train ({g})")
-        return factors[g].solve(b)
+        return factors[g].whiten(b) if whiten else factors[g].solve(b)
 
     def ktd(g: str, k_test_train: Any) -> Tensor:
         k, _ = as_kernel(get_attr(k_test_train, g, "k_test_train"), "k_test_train")
@@ -111,7 +111,9 @@ def _posterior_cov(g, k_td, k_train_train, k_test_train, k_test_test, solve, kdd
     m = k_td.shape[0]
     if g in ("nngp", "ntkgp"):
         g_init = "nngp" if g == "nngp" else "ntk"
-        cov = ktt(g_init, k_test_test, m) - k_td @ solve(g_init, k_td.T)
+        v = solve(g_init, k_td.T, whiten=True)                        # L^-1 K_dt
+        reduction = k_td @ solve(g_init, k_td.T) if v is None else v.T @ v
+        cov = ktt(g_init, k_test_test, m) - reduction
     else:
         nngp_td = ktd("nngp", k_test_train)
         term1 = solve("ntk", k_td.T)                                   # (N, M) = Θ^-1 Θ_dt
