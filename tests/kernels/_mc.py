@@ -12,6 +12,31 @@ import torch
 from torch.func import functional_call, jacrev
 
 
+def images(n: int, shape: tuple, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    """``n`` seeded standard-normal inputs of per-example ``shape``, e.g. (C, H, W)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n,) + tuple(shape), generator=g, dtype=dtype)
+
+
+def check_mc_nngp(build, shape: tuple, width: int, what: str, n_nets: int = 16) -> None:
+    """Analytic NNGP of ``build(width)`` vs Monte Carlo over its finite nets, on 3 x 2
+    inputs of ``shape`` of which one pair is identical."""
+    x1, x2 = images(3, shape, 1), images(2, shape, 2)
+    x2[0] = x1[0]
+    exact = build(width).kernel_fn(x1, x2, get="nngp").numpy()
+    samples, _ = mc_kernels(build(width), x1, x2, n_nets=n_nets)
+    assert_mc_close(samples, exact, width, what=what)
+
+
+def check_mc_ntk(build, shape: tuple, width: int, what: str, n_nets: int = 8) -> None:
+    """Analytic NTK of ``build(width)`` vs Monte Carlo over its finite nets, on 2 x 2 inputs."""
+    x1, x2 = images(2, shape, 3), images(2, shape, 4)
+    net = build(width)
+    exact = net.kernel_fn(x1, x2, get="ntk").numpy()
+    _, samples = mc_kernels(net, x1, x2, n_nets=n_nets, ntk=True)
+    assert_mc_close(samples, exact, width, what=what)
+
+
 def _per_net(net, x1, x2, seed, ntk: bool, kw1=None, kw2=None):
     kw1, kw2 = kw1 or {}, kw2 or {}
     m = net.module(tuple(x1.shape[1:]), dtype=x1.dtype, seed=seed)

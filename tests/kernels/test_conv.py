@@ -3,18 +3,13 @@ import numpy as np
 import pytest
 import torch
 try:  # tests/ is a package on main, plain directories here
-    from ._mc import assert_mc_close, mc_kernels
+    from ._mc import check_mc_nngp, check_mc_ntk, images as _images
 except ImportError:
-    from _mc import assert_mc_close, mc_kernels
+    from _mc import check_mc_nngp, check_mc_ntk, images as _images
 
 from widelimit import layers as L
 
 DT = torch.float64
-
-
-def _images(n, shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn((n,) + shape, generator=g, dtype=DT)
 
 
 W = 128  # channels of the finite networks
@@ -57,22 +52,13 @@ MC_CASES = {
 @pytest.mark.parametrize("name", sorted(MC_CASES))
 def test_nngp_monte_carlo(name):
     build, shape = MC_CASES[name]
-    x1, x2 = _images(3, shape, 1), _images(2, shape, 2)
-    x2[0] = x1[0]
-    exact = build(W).kernel_fn(x1, x2, get="nngp").numpy()
-    samples, _ = mc_kernels(build(W), x1, x2, n_nets=16)
-    assert_mc_close(samples, exact, W, what=name)
+    check_mc_nngp(build, shape, W, name)
 
 
 @pytest.mark.parametrize("name", ["conv_relu_gap", "conv1d_standard"])
 def test_ntk_monte_carlo(name):
     build, shape = MC_CASES[name]
-    width = 64
-    x1, x2 = _images(2, shape, 3), _images(2, shape, 4)
-    net = build(width)
-    exact = net.kernel_fn(x1, x2, get="ntk").numpy()
-    _, samples = mc_kernels(net, x1, x2, n_nets=8, ntk=True)
-    assert_mc_close(samples, exact, width, what=name + " ntk")
+    check_mc_ntk(build, shape, 64, name + " ntk")
 
 
 @pytest.mark.parametrize("name", sorted(MC_CASES))

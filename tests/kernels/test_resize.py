@@ -8,20 +8,17 @@ import pytest
 import torch
 from architectures import RESIZE_APPLY_METHODS, RESIZE_APPLY_SHAPES
 try:  # tests/ is a package on main, plain directories here
-    from ._mc import assert_blocked_equal, assert_mc_close, mc_kernels, mc_spatial_nngp
+    from ._mc import (assert_blocked_equal, assert_mc_close, check_mc_nngp, check_mc_ntk,
+                      images as _images, mc_spatial_nngp)
 except ImportError:
-    from _mc import assert_blocked_equal, assert_mc_close, mc_kernels, mc_spatial_nngp
+    from _mc import (assert_blocked_equal, assert_mc_close, check_mc_nngp, check_mc_ntk,
+                     images as _images, mc_spatial_nngp)
 
 from widelimit import layers as L
 
 DT = torch.float64
 W = 128  # channels of the finite networks
 REF = np.load(os.path.join(os.path.dirname(__file__), "..", "data", "nt_reference.npz"))
-
-
-def _images(n, shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn((n,) + shape, generator=g, dtype=DT)
 
 
 def _net(n, resize, head=None, ndim=2):
@@ -47,21 +44,12 @@ MC_CASES = {
 @pytest.mark.parametrize("name", sorted(MC_CASES))
 def test_nngp_monte_carlo(name):
     build, shape = MC_CASES[name]
-    x1, x2 = _images(3, shape, 1), _images(2, shape, 2)
-    x2[0] = x1[0]
-    exact = build(W).kernel_fn(x1, x2, get="nngp").numpy()
-    samples, _ = mc_kernels(build(W), x1, x2, n_nets=16)
-    assert_mc_close(samples, exact, W, what=name)
+    check_mc_nngp(build, shape, W, name)
 
 
 def test_ntk_monte_carlo():
     build, shape = MC_CASES["linear_down_antialias"]
-    width = 64
-    x1, x2 = _images(2, shape, 3), _images(2, shape, 4)
-    net = build(width)
-    exact = net.kernel_fn(x1, x2, get="ntk").numpy()
-    _, samples = mc_kernels(net, x1, x2, n_nets=8, ntk=True)
-    assert_mc_close(samples, exact, width, what="resize ntk")
+    check_mc_ntk(build, shape, 64, "resize ntk")
 
 
 SPATIAL = {  # name: (ImageResize arguments, input shape)
