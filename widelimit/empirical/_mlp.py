@@ -49,9 +49,8 @@ def mlp_chain(model: nn.Module, layers: list, others: list, out_shape: tuple,
     return chain if chain and chain[-1][1] is not None else None
 
 
-def _affine(mf: Any, m: nn.Module, layer) -> tuple[Tensor, Optional[Tensor], float, float]:
+def _affine(params: dict, m: nn.Module, layer) -> tuple[Tensor, Optional[Tensor], float, float]:
     pre = layer.name + "." if layer.name else ""
-    params = {**mf.frozen, **mf.theta}
     w = params[pre + "weight"]
     b = params.get(pre + "bias") if m.bias is not None else None
     return (w, b, float(getattr(m, "weight_multiplier", 1.0)),
@@ -63,6 +62,7 @@ def mlp_cotangents(mf: Any, chain: list, x: Tensor, out_size: int
     """``(g, u)``: g[name] (O, N, C) cotangents of each linear layer's output, u[name]
     (N, D) its input, as :meth:`Structured._cotangents` returns them."""
     n = x.shape[0]
+    params = {**mf.frozen, **mf.theta}
     h, acts, derivs = x, {}, []
     for m, layer in chain:
         if layer is None:
@@ -70,7 +70,7 @@ def mlp_cotangents(mf: Any, chain: list, x: Tensor, out_size: int
             derivs.append(d)
             continue
         acts[layer.name] = h
-        w, b, wm, bm = _affine(mf, m, layer)
+        w, b, wm, bm = _affine(params, m, layer)
         h = nn.functional.linear(h, w) * wm if wm != 1.0 else nn.functional.linear(h, w)
         if b is not None:
             h = h + (bm * b if bm != 1.0 else b)
@@ -85,6 +85,6 @@ def mlp_cotangents(mf: Any, chain: list, x: Tensor, out_size: int
         g[layer.name] = cot
         if layer.name == first:
             break
-        w, _, wm, _ = _affine(mf, m, layer)
+        w, _, wm, _ = _affine(params, m, layer)
         cot = cot @ w if wm == 1.0 else (cot @ w) * wm
     return g, acts

@@ -94,24 +94,23 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
     xb = x1 if x2 is None else x2
     c = x1.shape[1]
     s = x1.ndim - 2
+    # the 1/C goes on the factors, not on the (N1, N2, ...) result; on both as 1/sqrt(C), so
+    # that the kernel of an input pair does not depend on the order of the pair or the inputs
+    s1 = x1 * c ** -0.5
+    sb = s1 if x1_is_x2 else xb * c ** -0.5
     if s == 0:
-        # scale the (N, d) factors, not the (N1, N2) result; both by 1/sqrt(C), so that the
-        # kernel of an input pair does not depend on the order of the pair or of the inputs
-        s1 = x1 * c ** -0.5
-        nngp = s1 @ (s1 if x1_is_x2 else xb * c ** -0.5).T
+        nngp = s1 @ sb.T
         # x1 against itself: the diagonal *is* cov1, bit for bit, so that every later
         # rule sees exactly collinear pairs there (angle 0) instead of rounding noise.
         cov1 = torch.diagonal(nngp).clone() if x1_is_x2 else (x1 * x1).sum(1) / c
         cov2 = None if x1_is_x2 else (xb * xb).sum(1) / c
     elif diagonal_spatial:
-        s1 = x1 * c ** -0.5               # the 1/C on the factors: no pass over the result
-        sb = s1 if x1_is_x2 else xb * c ** -0.5
         nngp = torch.einsum("ac...,bc...->ab...", s1, sb)
         cov1 = (s1 * s1).sum(1)
         cov2 = None if x1_is_x2 else (sb * sb).sum(1)
     else:
-        f1 = x1.flatten(2) * c ** -0.5
-        fb = f1 if x1_is_x2 else xb.flatten(2) * c ** -0.5
+        f1 = s1.flatten(2)
+        fb = f1 if x1_is_x2 else sb.flatten(2)
         sp = tuple(x1.shape[2:])
 
         def full(a: Tensor, b: Tensor, batch_pairs: bool) -> Tensor:

@@ -241,6 +241,24 @@ def _cat_masks(masks: list) -> Optional[Tensor]:
 TRIM_EVERY = 16
 
 
+@contextlib.contextmanager
+def single_thread(active: bool = True) -> Iterator[None]:
+    """Run torch operations on one thread inside the block (when ``active``).
+
+    For tensors of up to ``SMALL_PROBLEM`` entries waking a second OpenMP thread per
+    operation costs more than it saves: FC depth 3 on 200 inputs took 11 ms on two
+    threads and 3.1 ms on one (2-core machine, OMP_WAIT_POLICY=PASSIVE)."""
+    threads = torch.get_num_threads()
+    if not active or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def parallel_map(fn: Callable, items: list, device: torch.device,
                  workers: Optional[int] = None) -> list:
     """``[fn(item) for item in items]``, on CPU one item per thread (``workers``, default
@@ -261,31 +279,9 @@ def parallel_map(fn: Callable, items: list, device: torch.device,
         return out
 
     if workers > 1 and len(items) > 1 and torch.device(device).type == "cpu":
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(min(workers, len(items))) as pool:
-                return list(pool.map(one, enumerate(items)))
-        finally:
-            torch.set_num_threads(threads)
+        with single_thread(), ThreadPoolExecutor(min(workers, len(items))) as pool:
+            return list(pool.map(one, enumerate(items)))
     return [one(pair) for pair in enumerate(items)]
-
-
-@contextlib.contextmanager
-def single_thread(active: bool = True) -> Iterator[None]:
-    """Run torch operations on one thread inside the block (when ``active``).
-
-    For tensors of up to ``SMALL_PROBLEM`` entries waking a second OpenMP thread per
-    operation costs more than it saves: FC depth 3 on 200 inputs took 11 ms on two
-    threads and 3.1 ms on one (2-core machine, OMP_WAIT_POLICY=PASSIVE)."""
-    threads = torch.get_num_threads()
-    if not active or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _slices(n: int, b: int) -> list:

@@ -48,7 +48,7 @@ def angle(c12: Tensor, v1: Tensor, v2: Tensor) -> tuple[Tensor, Tensor]:
     """
     shrink = 1.0 - 4 * torch.finfo(c12.dtype).eps
     radicand = torch.addcmul((v1 * shrink) * v2, c12, c12, value=-1)   # one pass, not two
-    if not (radicand.requires_grad and torch.is_grad_enabled()):
+    if no_grad_needed(radicand):
         delta = radicand.clamp_(min=0).sqrt_()                         # in place: no allocation
     else:
         delta = safe_sqrt(radicand)
