@@ -5,7 +5,7 @@ Errors name the offending argument and say what was expected.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -41,8 +41,16 @@ def as_input(x: Any, name: str, *, min_ndim: int = 2, check_finite: bool = True
     return x, was_numpy
 
 
+def all_finite(x: Tensor) -> bool:
+    """Whether every entry is finite: one reduction (NaN and +-inf propagate into the sum);
+    only a sum that overflows is checked entry by entry."""
+    if x.numel() == 0 or bool(torch.isfinite(x.detach().sum())):
+        return True
+    return bool(torch.isfinite(x).all())
+
+
 def check_finite_input(x: Tensor, name: str) -> None:
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ValueError(f"`{name}` contains NaN or inf values (to mark padding, pass "
                          f"`mask_constant=float('nan')` or a boolean `mask`).")
 
@@ -119,6 +127,20 @@ def gram(a: Tensor, b: Tensor, symmetric: bool = False) -> Tensor:
             out[ri, rj] = blk
             out[rj, ri] = blk.T
     return out
+
+
+def syrk_upper(a: Tensor, alpha: float = 1.0) -> Optional[Tensor]:
+    """``alpha a @ a.T`` on and above the diagonal (below it: zeros) with BLAS ``syrk``, half the
+    work of a GEMM; None where that does not apply (not a CPU float32 / float64 tensor
+    without gradient, or fewer than 64 rows)."""
+    if (a.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64) or a.shape[0] < 64
+            or (torch.is_grad_enabled() and a.requires_grad)):
+        return None
+    from scipy.linalg import blas
+    syrk = blas.ssyrk if a.dtype == torch.float32 else blas.dsyrk
+    at = a.detach().T.numpy()      # (d, n), Fortran-ordered when ``a`` is C-ordered: no copy
+    # trans=1: at.T @ at = a @ a.T; Fortran upper triangle = C-ordered lower, hence the .T
+    return torch.from_numpy(syrk(alpha, at, trans=1, lower=1)).T
 
 
 def _upper_to_lower(g: Tensor) -> Tensor:

@@ -1,5 +1,4 @@
 """GlobalSelfAttention and Aggregate: Monte Carlo over finite networks, layouts, errors."""
-import numpy as np
 import pytest
 import torch
 try:  # tests/ is a package on main, plain directories here

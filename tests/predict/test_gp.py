@@ -76,7 +76,7 @@ def test_student_t_matches_monte_carlo_over_the_scale_prior(problem):
     for z in (np.zeros(2), np.array([0.5, -0.3]), np.array([1.5, 1.0])):
         point = loc[idx, 0] + z * np.sqrt(np.diag(scale[sub]))
         diff = point - mu[idx, 0]
-        inv, (sign, logdet) = np.linalg.inv(sigma[sub]), np.linalg.slogdet(sigma[sub])
+        inv, (_, logdet) = np.linalg.inv(sigma[sub]), np.linalg.slogdet(sigma[sub])
         dens = np.exp(-0.5 * diff @ inv @ diff / s - np.log(2 * np.pi * s) - 0.5 * logdet)
         assert (w * dens).sum() == pytest.approx(t_dist.pdf(point), rel=2e-2)
 

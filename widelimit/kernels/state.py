@@ -26,6 +26,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from widelimit._tensors import syrk_upper
+
 __all__ = ["Kernel", "inputs_to_kernel", "pair_variances", "self_variances"]
 
 
@@ -43,6 +45,10 @@ class Kernel:
     diagonal_spatial: bool = True
     mask1: Optional[Tensor] = None
     mask2: Optional[Tensor] = None
+    #: only the entries on and above the batch diagonal matter (x1 is x2, vector inputs):
+    #: set by :func:`widelimit.scale.blocking.run_tiles`, which mirrors the result; rules
+    #: may skip the rest (the native loops write zeros there)
+    upper: bool = False
 
     def replace(self, **changes) -> "Kernel":
         return dataclasses.replace(self, **changes)
@@ -83,34 +89,41 @@ def _interleave(x: Tensor, n_batch: int, n_spatial: int) -> Tensor:
 
 def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool = True,
                      compute_ntk: bool = True, mask1: Optional[Tensor] = None,
-                     mask2: Optional[Tensor] = None) -> Kernel:
+                     mask2: Optional[Tensor] = None, upper_only: bool = False) -> Kernel:
     """The kernel of the inputs themselves: covariances averaged over channels.
 
     ``nngp = x1 . x2 / C`` over the channel axis (axis 1), per spatial position
     (or per pair of positions when ``diagonal_spatial`` is False).  ``mask1`` /
     ``mask2`` are position masks of inputs whose masked entries are already zero.
+    ``upper_only`` (vectors, ``x2`` None): ``nngp`` need only be right on and above the
+    diagonal, so BLAS ``syrk`` may compute it with half the work of a GEMM (for
+    :func:`widelimit.scale.blocking.run_tiles`, which reads nothing else).
     """
     x1_is_x2 = x2 is None
     xb = x1 if x2 is None else x2
     c = x1.shape[1]
     s = x1.ndim - 2
-    # the 1/C goes on the factors, not on the (N1, N2, ...) result; on both as 1/sqrt(C), so
-    # that the kernel of an input pair does not depend on the order of the pair or the inputs
-    s1 = x1 * c ** -0.5
-    sb = s1 if x1_is_x2 else xb * c ** -0.5
+    # images: the 1/C goes on the factors, not on the (N1, N2, ...) result; on both as
+    # 1/sqrt(C), so that the kernel of an input pair does not depend on the order of the pair
     if s == 0:
-        nngp = s1 @ sb.T
+        # vectors: the 1/C is the GEMM's own alpha (no pass over the inputs)
+        nngp = syrk_upper(x1, 1.0 / c) if upper_only and x1_is_x2 else None
+        if nngp is None:
+            nngp = torch.addmm(x1.new_zeros(()), x1, xb.T, beta=0, alpha=1.0 / c)
         # x1 against itself: the diagonal *is* cov1, bit for bit, so that every later
         # rule sees exactly collinear pairs there (angle 0) instead of rounding noise.
-        cov1 = torch.diagonal(nngp).clone() if x1_is_x2 else (x1 * x1).sum(1) / c
-        cov2 = None if x1_is_x2 else (xb * xb).sum(1) / c
+        cov1 = torch.diagonal(nngp).clone() if x1_is_x2 else torch.linalg.vecdot(x1, x1) / c
+        cov2 = None if x1_is_x2 else torch.linalg.vecdot(xb, xb) / c
     elif diagonal_spatial:
+        s1 = x1 * c ** -0.5
+        sb = s1 if x1_is_x2 else xb * c ** -0.5
         nngp = torch.einsum("ac...,bc...->ab...", s1, sb)
         cov1 = (s1 * s1).sum(1)
         cov2 = None if x1_is_x2 else (sb * sb).sum(1)
     else:
+        s1 = x1 * c ** -0.5
         f1 = s1.flatten(2)
-        fb = f1 if x1_is_x2 else sb.flatten(2)
+        fb = f1 if x1_is_x2 else (xb * c ** -0.5).flatten(2)
         sp = tuple(x1.shape[2:])
 
         def full(a: Tensor, b: Tensor, batch_pairs: bool) -> Tensor:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from widelimit._tensors import as_input, check_finite_input, to_output
+from widelimit.kernels import _native
 from widelimit.kernels.masking import remask
 from widelimit.kernels.state import Kernel, inputs_to_kernel
 
@@ -128,6 +129,12 @@ class Layer:
         for c in self.children():
             yield from c.walk()
 
+    def has_native_rule(self) -> bool:
+        """Whether this layer's kernel rule is at most a few passes over the kernel or a
+        native loop (:mod:`widelimit.kernels._native`), so that a vector kernel needs no
+        cache-sized tiles; nonlinearities without a native loop say False."""
+        return True
+
     def requires_full_spatial(self) -> bool:
         return any(layer.needs_full_spatial for layer in self.walk())
 
@@ -190,10 +197,19 @@ class Layer:
             return [remask(ki) for ki in k] if isinstance(k, (list, tuple)) else remask(k)
 
         from widelimit.scale.blocking import (SMALL_PROBLEM, BudgetTooSmall, run_blocked,
-                                              single_thread)
+                                              run_tiles, single_thread)
         k = None
         if (not diagonal_spatial or spatial_blocking) and not masked:
             k = spatial.maybe_spatial_kernel(self, t1, t2, max_memory, spatial_blocking)
+        if k is None and t1.ndim == 2 and not masked and max_memory is None:
+            # vectors: the input kernel once (BLAS syrk for x2 = None), then every layer's
+            # rules tile by tile (scale.blocking.run_tiles)
+            small = t1.shape[0] * (t1.shape[0] if t2 is None else t2.shape[0]) <= SMALL_PROBLEM
+            k0 = inputs_to_kernel(t1, t2, upper_only=True)
+            with single_thread(small):
+                k = run_tiles(self.apply_kernel, k0,
+                              whole=_native.applies(k0.nngp) and all(layer.has_native_rule()
+                                                                     for layer in self.walk()))
         if k is None:
             n2 = t1.shape[0] if t2 is None else t2.shape[0]
             # small problems run in one block on one thread, without the planner's probe

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from widelimit.kernels.rules.fused import fused_dense_elementwise
+from widelimit.kernels.rules.fused import fused_dense_elementwise, native_chain
 from widelimit.kernels.rules.branching import fan_in_concat_rule, fan_in_prod_rule, fan_in_sum_rule
 from widelimit.kernels.masking import merge_masks
 from widelimit.kernels.state import Kernel
@@ -40,6 +40,11 @@ class Serial(Layer):
         while i < len(self.layers):
             layer = self.layers[i]
             nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if isinstance(k, Kernel) and isinstance(layer, Dense):
+                chain = native_chain(k, self._dense_pairs(i))     # one native pass, if it applies
+                if chain is not None:
+                    k, i = chain[0], i + chain[1]
+                    continue
             if isinstance(k, Kernel) and isinstance(layer, Dense) and isinstance(nxt, Nonlinearity):
                 fused = fused_dense_elementwise(k, layer, nxt)   # one compiled pass, if it applies
                 if fused is not None:
@@ -48,6 +53,16 @@ class Serial(Layer):
             k = layer.apply_kernel(k)
             i += 1
         return k
+
+    def _dense_pairs(self, i: int) -> list:
+        """``(Dense, Nonlinearity or None)`` pairs from layer ``i`` on, while layers are Dense."""
+        pairs = []
+        while i < len(self.layers) and isinstance(self.layers[i], Dense):
+            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            nxt = nxt if isinstance(nxt, Nonlinearity) else None
+            pairs.append((self.layers[i], nxt))
+            i += 1 if nxt is None else 2
+        return pairs
 
     def build(self) -> nn.Module:
         return SerialModule(*(layer.build() for layer in self.layers))

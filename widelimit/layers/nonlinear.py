@@ -44,6 +44,9 @@ class Nonlinearity(Layer):
     def dual(self) -> Callable:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def has_native_rule(self) -> bool:
+        return getattr(self.dual(), "native", None) is not None
+
     def fn(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

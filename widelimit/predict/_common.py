@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from widelimit._tensors import check_positive
+from widelimit._tensors import all_finite, check_positive
 
 __all__ = ["Gaussian", "StudentT", "SingularKernelWarning", "Factor", "as_kernel", "as_targets",
            "as_times", "check_kernel_pair", "check_diag_reg", "check_learning_rate", "get_attr",
@@ -59,7 +59,7 @@ def _to_tensor(x: Any, name: str) -> tuple[Tensor, bool]:
         raise TypeError(f"`{name}` must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}.")
     if not x.is_floating_point():
         raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype}.")
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ValueError(f"`{name}` contains NaN or inf values.")
     return x, was_numpy
 

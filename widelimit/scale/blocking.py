@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterator, Optional, Union
 import torch
 from torch import Tensor
 
+from widelimit.kernels import _native
+from widelimit.kernels.state import Kernel
 from widelimit.scale.memory import (DEFAULT_FRACTION, MaxNumel, PeakBytes, available_memory,
                                     bytes_in_use, malloc_trim, resolve_budget)
 
@@ -184,17 +186,23 @@ def mirror_lower(mat: Optional[Tensor], full_spatial: bool) -> Optional[Tensor]:
     """Copy the entries above the batch diagonal of an (N, N, ...) kernel below it."""
     if mat is None or mat.ndim < 2:
         return mat
+    if mat.ndim == 2 and _native.applies(mat):
+        return _native.mirror_upper(mat)
     n = mat.shape[0]
     lower = torch.ones(n, n, dtype=torch.bool, device=mat.device).tril_(-1)
     lower = lower.reshape((n, n) + (1,) * (mat.ndim - 2))
     return torch.where(lower, _swap_pairs(mat, full_spatial), mat)
 
 
-def _mirror_kernel(k):
+def _mirror_kernel(k, flagged_only: bool = False):
+    """Mirror a kernel of x1 with itself; with ``flagged_only`` only one whose ``upper``
+    flag says its lower triangle is missing (rules that complete it clear the flag)."""
     if isinstance(k, (list, tuple)):
-        return [_mirror_kernel(ki) for ki in k]
+        return [_mirror_kernel(ki, flagged_only) for ki in k]
+    if flagged_only and not k.upper:
+        return k
     full = k.n_spatial > 0 and not k.diagonal_spatial
-    return k.replace(nngp=mirror_lower(k.nngp, full), ntk=mirror_lower(k.ntk, full))
+    return k.replace(nngp=mirror_lower(k.nngp, full), ntk=mirror_lower(k.ntk, full), upper=False)
 
 
 def _assemble(blocks: dict, rows: list, cols: list, symmetric: bool):
@@ -312,23 +320,70 @@ def run_blocked(compute: Callable, x1: Batch, x2: Optional[Batch], max_memory: A
         plan = tiles or Plan(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0], 1, 1, 0)
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
-    # x2 = None: blocks on the diagonal are mirrored too (a GEMM x @ x.T is not symmetric
-    # bit for bit); vector kernels above VECTOR_TILED_FROM entries are tiled, so this is
-    # one pass over a cache-sized tile, not over the whole matrix.
-    mirror = _mirror_kernel
+
+    def one(rows: slice, cols: slice, diagonal: bool):
+        if diagonal:
+            return compute(_take(batch1, rows), None)
+        return compute(_take(batch1, rows), _take(batch1 if x2 is None else batch2, cols))
+    return _run_pairs(one, n1, n2, plan, x2 is None, x1.device)
+
+
+def kernel_tile(k0: Kernel, rows: slice, cols: slice, diagonal: bool, upper: bool = False) -> Kernel:
+    """The part of a vector-input kernel state ``k0`` between inputs ``rows`` of x1 and
+    ``cols`` of x2.  ``diagonal``: a block on the diagonal of a kernel of x1 with itself,
+    whose ``nngp`` / ``ntk`` need only be right on and above the diagonal (BLAS ``syrk``
+    output); it is mirrored, or with ``upper`` flagged as such (``Kernel.upper``)."""
+    def part(t: Optional[Tensor]) -> Optional[Tensor]:
+        if t is None or t.ndim == 0:
+            return t
+        t = t[rows, cols]
+        return mirror_lower(t, False) if diagonal and not upper else t
+    cov2 = k0.cov1 if k0.cov2 is None else k0.cov2
+    d = k0.shape1[1:]
+    return k0.replace(nngp=part(k0.nngp), ntk=part(k0.ntk), cov1=k0.cov1[rows],
+                      cov2=None if diagonal else cov2[cols], x1_is_x2=diagonal,
+                      upper=diagonal and upper,
+                      shape1=(rows.stop - rows.start,) + d, shape2=(cols.stop - cols.start,) + d)
+
+
+def run_tiles(compute: Callable, k0: Kernel, whole: bool = False):
+    """``compute(k)`` for a kernel state ``k0`` of vector inputs (no spatial axes), in the
+    cache-sized tiles of :func:`vector_plan`: the elementwise rules of every layer run
+    over one tile while it is in cache, the tiles on the thread pool.  With
+    ``k0.x1_is_x2`` only tiles on and above the diagonal are computed, and ``k0.nngp``
+    need only be right there (see :func:`kernel_tile`).  ``whole``: one tile, for rules
+    that make one pass per layer anyway (native loops, which split their rows over the
+    threads themselves)."""
+    n1, n2 = k0.nngp.shape[:2]
+    symmetric = k0.x1_is_x2
+    if whole:
+        every1, every2 = slice(0, n1), slice(0, n2)
+        k = compute(kernel_tile(k0, every1, every2, symmetric, upper=True))
+        return _mirror_kernel(k, flagged_only=True) if symmetric else k
+    plan = vector_plan(n1, None if symmetric else n2, torch.get_num_threads())
+
+    def one(rows: slice, cols: slice, diagonal: bool):
+        return compute(kernel_tile(k0, rows, cols, diagonal))
+    return _run_pairs(one, n1, n2, plan, symmetric, k0.nngp.device)
+
+
+def _run_pairs(one: Callable, n1: int, n2: int, plan: Plan, symmetric: bool, device):
+    """``one(rows, cols, diagonal)`` over the blocks of ``plan``, stitched into one Kernel
+    (or list of Kernels); with ``symmetric`` only the blocks on and above the diagonal,
+    and the diagonal ones are mirrored (a GEMM x @ x.T is not symmetric bit for bit)."""
     if plan.b1 >= n1 and plan.b2 >= n2:
-        return mirror(compute(batch1, None)) if x2 is None else compute(batch1, batch2)
+        whole1, whole2 = slice(0, n1), slice(0, n2)
+        return _mirror_kernel(one(whole1, whole1, True)) if symmetric else one(whole1, whole2, False)
     rows, cols = _slices(n1, plan.b1), _slices(n2, plan.b2)
-    symmetric = x2 is None
     todo = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (symmetric and j < i)]
 
-    def one(key):
+    def block(key):
         i, j = key
         if symmetric and i == j:
-            return mirror(compute(_take(batch1, rows[i]), None))
-        return compute(_take(batch1, rows[i]), _take(batch1 if symmetric else batch2, cols[j]))
+            return _mirror_kernel(one(rows[i], rows[i], True))
+        return one(rows[i], cols[j], False)
 
-    results = dict(zip(todo, parallel_map(one, todo, x1.device)))
+    results = dict(zip(todo, parallel_map(block, todo, device)))
     first = results[(0, 0)]
     if isinstance(first, (list, tuple)):
         return [_assemble({key: v[m] for key, v in results.items()}, rows, cols, symmetric)

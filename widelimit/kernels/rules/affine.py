@@ -40,6 +40,15 @@ def dense_pair(nngp: Tensor, ntk: Optional[Tensor], w2, b2, input_width, ntk_par
     return new, (out + 1.0 if bias else out)
 
 
+def dense_coefficients(w2: float, b2: float, input_width: float, ntk_param: bool,
+                       bias: bool) -> tuple[float, float, float, float, float]:
+    """:func:`dense_pair` as ``(alpha, beta, gamma, delta, eps)``: nngp' = alpha nngp + beta,
+    ntk' = gamma nngp + delta ntk + eps (for loops that fuse it into the next layer)."""
+    if ntk_param:
+        return w2, b2, w2, w2, b2
+    return w2, b2, input_width, w2, 1.0 if bias else 0.0
+
+
 def dense_rule(k: Kernel, W_std, b_std, parameterization: str, input_width: float,
                out_shape1: tuple, out_shape2: tuple, pair: bool = True) -> Kernel:
     """Kernel after a random affine layer; ``input_width`` = n / s0 (standard only).
@@ -56,4 +65,4 @@ def dense_rule(k: Kernel, W_std, b_std, parameterization: str, input_width: floa
                      shape1=out_shape1, shape2=out_shape2)
 
 
-__all__ = ["affine", "dense_pair", "dense_rule"]
+__all__ = ["affine", "dense_coefficients", "dense_pair", "dense_rule"]

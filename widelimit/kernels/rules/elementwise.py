@@ -4,7 +4,7 @@ from __future__ import annotations
 import types
 from typing import Callable
 
-from widelimit.kernels import _compile
+from widelimit.kernels import _compile, _native
 from widelimit.kernels.state import Kernel, pair_variances, self_variances
 
 _FUSED: dict[Callable, Callable] = {}
@@ -40,6 +40,9 @@ def elementwise_rule(k: Kernel, dual: Callable, name: str, pair: bool = True) ->
             f"(Dense or Conv) before it. Its input here is "
             f"{'the raw network input' if k.is_input else 'the output of a non-Gaussian layer'}.")
     v1, v2 = pair_variances(k)
+    native = getattr(dual, "native", None)
+    if native is not None and _native.applies(k.nngp, k.ntk, k.cov1, k.cov2):
+        return native_rule(k, native, v1, v2, (1.0, 0.0, 0.0, 1.0, 0.0), pair)
     if not pair:
         nngp, ntk = k.nngp, k.ntk
     elif k.ntk is None:
@@ -54,4 +57,17 @@ def elementwise_rule(k: Kernel, dual: Callable, name: str, pair: bool = True) ->
     return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
 
-__all__ = ["elementwise_rule"]
+def native_rule(k: Kernel, params: tuple, v1, v2, affine: tuple, pair: bool = True) -> Kernel:
+    """:func:`elementwise_rule` through the one-pass loops of :mod:`widelimit.kernels._native`;
+    ``affine`` is the map from ``k.nngp`` / ``k.ntk`` to the dual's input (see there).  The
+    variances go through the same loop, so a diagonal entry and its variance agree."""
+    nngp, ntk = k.nngp, k.ntk
+    if pair:
+        nngp, ntk = _native.abrelu_pass(params, k.nngp, k.ntk, v1, v2, affine, k.upper)
+    cov1 = _native.abrelu_pass(params, k.cov1, None, *self_variances(k, k.cov1))[0]
+    cov2 = None if k.cov2 is None else _native.abrelu_pass(params, k.cov2, None,
+                                                           *self_variances(k, k.cov2))[0]
+    return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
+
+
+__all__ = ["elementwise_rule", "native_rule"]

@@ -1,4 +1,4 @@
-"""A Dense layer and the nonlinearity after it, in one compiled pass.
+"""A Dense layer and the nonlinearity after it, in one pass (a native loop or torch.compile).
 
 For large kernels the cost is memory traffic: eagerly, Dense reads and writes the
 (N1, N2) nngp and ntk matrices three times and the nonlinearity once more.  When
@@ -6,18 +6,20 @@ For large kernels the cost is memory traffic: eagerly, Dense reads and writes th
 :func:`~widelimit.kernels.rules.affine.dense_pair` and the nonlinearity's dual in one
 function, so Inductor emits a single loop.  It reuses both rules unchanged (the
 variances, shapes and flags come from ``dense_rule(pair=False)`` and
-``elementwise_rule(pair=False)``), so no formula is written twice.
+``elementwise_rule(pair=False)``), so no formula is written twice.  Rectifiers on CPU
+take the numba loop of :mod:`widelimit.kernels._native` instead, with the Dense layer as
+its affine map (:func:`~widelimit.kernels.rules.affine.dense_coefficients`).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from widelimit.kernels import _compile
-from widelimit.kernels.rules.affine import dense_pair
-from widelimit.kernels.rules.elementwise import elementwise_rule, unique_code
+from widelimit.kernels import _compile, _native
+from widelimit.kernels.rules.affine import dense_coefficients, dense_pair
+from widelimit.kernels.rules.elementwise import elementwise_rule, native_rule, unique_code
 from widelimit.kernels.state import Kernel, pair_variances
 
 _FNS: dict[tuple, Callable] = {}
@@ -35,12 +37,26 @@ def _function(dual: Callable, ntk_param: bool, bias: bool) -> Callable:
     return fn
 
 
+def _coefficients(dense, k: Kernel) -> tuple:
+    """The Dense layer's map as :func:`dense_coefficients`, with W_std * W_std and
+    b_std * b_std rounded as ``affine`` rounds them for the variances (so that a diagonal
+    entry and its variance stay equal bit for bit)."""
+    b2 = 0.0 if dense.b_std is None else dense.b_std * dense.b_std
+    return dense_coefficients(dense.W_std * dense.W_std, b2, float(dense.input_width(k)),
+                              dense.parameterization == "ntk", dense.b_std is not None)
+
+
 def fused_dense_elementwise(k: Kernel, dense, nonlinearity) -> Optional[Kernel]:
-    """``nonlinearity(dense(k))`` in one compiled pass, or None when that does not apply
-    (no NTK, differentiable hyperparameters, a quadrature nonlinearity, small kernels)."""
+    """``nonlinearity(dense(k))`` in one pass, or None when that does not apply (no NTK,
+    differentiable hyperparameters, neither a native loop (:mod:`widelimit.kernels._native`)
+    nor ``torch.compile`` for this nonlinearity or size)."""
     if k.ntk is None or k.n_spatial or isinstance(dense.W_std, Tensor) or isinstance(dense.b_std, Tensor):
         return None
     dual = nonlinearity.dual()
+    native = getattr(dual, "native", None)
+    if native is not None and _native.applies(k.nngp, k.ntk, k.cov1, k.cov2):
+        kd = dense.apply_kernel(k, pair=False)
+        return native_rule(kd, native, *pair_variances(kd), _coefficients(dense, k))
     if getattr(dual, "no_compile", False) or not _compile.will_compile(k.nngp, k.ntk):
         return None
     kd = dense.apply_kernel(k, pair=False)
@@ -52,3 +68,35 @@ def fused_dense_elementwise(k: Kernel, dense, nonlinearity) -> Optional[Kernel]:
                              torch.tensor(b2, **opts), torch.tensor(float(dense.input_width(k)), **opts))
     ke = elementwise_rule(kd, dual, type(nonlinearity).__name__, pair=False)
     return ke.replace(nngp=nngp, ntk=ntk)
+
+
+def native_chain(k: Kernel, pairs: Sequence) -> Optional[tuple[Kernel, int]]:
+    """The leading ``(dense, nonlinearity or None)`` pairs of a serial network applied to a
+    vector kernel in one native pass (:func:`widelimit.kernels._native.chain_pass`), and how
+    many layers that took; the run stops before a nonlinearity without a native loop or a
+    differentiable hyperparameter.  None when the run has no rectifier or the loops do not
+    apply.  Only the (N1, N2) matrices go through the loop; the variances, shapes and
+    flags come from the layers' own rules (``pair=False``), so no formula is written twice."""
+    if (k.n_spatial or k.nngp.ndim != 2 or not _native.applies(k.nngp, k.ntk, k.cov1, k.cov2)
+            or (k.ntk is not None and k.ntk.ndim not in (0, 2))):
+        return None
+    plan, used, state = [], 0, k
+    for dense, nonlinearity in pairs:
+        dual = None if nonlinearity is None else nonlinearity.dual()
+        native = getattr(dual, "native", None)
+        if (isinstance(dense.W_std, Tensor) or isinstance(dense.b_std, Tensor)
+                or (nonlinearity is not None and native is None)):
+            break
+        kd = dense.apply_kernel(state, pair=False)
+        affine = _coefficients(dense, state)
+        if nonlinearity is None:
+            plan.append((affine, None, None, None))
+            state, used = kd, used + 1
+        else:
+            plan.append((affine, native, kd.cov1, kd.cov1 if kd.cov2 is None else kd.cov2))
+            state = elementwise_rule(kd, dual, type(nonlinearity).__name__, pair=False)
+            used += 2
+    if not any(p[1] is not None for p in plan):
+        return None
+    nngp, ntk = _native.chain_pass(k.nngp, k.ntk, plan, k.upper)
+    return state.replace(nngp=nngp, ntk=ntk, upper=False), used     # complete (mirrored)

@@ -1,0 +1,149 @@
+"""The numba loops of widelimit.kernels._native against the torch rules they replace.
+
+Tolerances: the loops use Cephes' atan polynomial (float32, 2.8e-7 absolute) and rational
+function (float64, 1 ulp), so float64 results agree with the torch rules to ~1e-14 and
+float32 ones to a few float32 ulps.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import widelimit.layers as L
+from widelimit.kernels import _native
+from widelimit.kernels.rules.relu import abrelu_dual
+
+pytestmark = pytest.mark.skipif(not _native.available(), reason="numba not installed")
+
+
+@pytest.fixture
+def torch_rules():
+    """Run a block with the native loops switched off."""
+    class Off:
+        def __enter__(self):
+            _native.set_native("off")
+
+        def __exit__(self, *exc):
+            _native.set_native("auto")
+    return Off()
+
+
+def _theta(y, x):
+    """theta = atan2(y, x) through the ABRelu loop: with f = 1, ab = 0 and the identity
+    affine map, T_dot = pi - theta; the variance product is chosen so that
+    sqrt(v1 v2 shrink - x^2) = y (up to rounding)."""
+    prm = np.array([1.0, 0.0, 1.0 - 4 * np.finfo(y.dtype).eps, 1.0, 0.0, 0.0, 1.0, 0.0, math.pi],
+                   dtype=y.dtype)
+    c = x.reshape(1, -1)
+    p = ((y * y + x * x) / prm[2]).reshape(1, -1)
+    out, t_dot = np.empty_like(c), np.empty_like(c)
+    _native._kernels().abrelu_flat(c, np.ones_like(c), p, out, t_dot, prm, True, 0, 1)
+    return math.pi - t_dot.reshape(-1).astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1.2e-6), (np.float64, 1e-14)])
+def test_theta_matches_atan2_over_all_quadrants(dtype, tol):
+    rng = np.random.default_rng(0)
+    ang = np.concatenate([rng.uniform(0, np.pi, 4000), [0.0, np.pi / 8, np.pi / 4, 3 * np.pi / 8,
+                                                         np.pi / 2, 3 * np.pi / 4, np.pi, 1e-4,
+                                                         np.pi - 1e-4]])
+    r = rng.uniform(0.1, 10, ang.size)
+    x, y = (r * np.cos(ang)).astype(dtype), (r * np.sin(ang)).astype(dtype)
+    y = np.abs(y)
+    want = np.arctan2(y.astype(np.float64), x.astype(np.float64))
+    got = _theta(y, x)
+    # theta comes back through sqrt(p - c^2): compare where that radicand is well conditioned
+    ok = np.abs(np.sin(ang)) > 0.05
+    assert np.max(np.abs(got - want)[ok]) < tol * 10
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("ab", [(0.0, 1.0), (0.1, 1.0), (-1.0, 1.0), (0.5, -2.0)])
+def test_abrelu_pass_equals_torch_dual(dtype, ab):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(70, 30, generator=g, dtype=dtype)
+    x[5] = 2 * x[3]                                       # a collinear pair
+    c = x @ x.T / 30
+    v = c.diagonal().clone()
+    ntk = c * 1.3 + 0.2
+    aff = (1.7, 0.3, 0.9, 1.1, 0.05)                      # alpha, beta, gamma, delta, eps
+    ca, va = aff[0] * c + aff[1], aff[0] * v + aff[1]
+    t, t_dot = abrelu_dual(*ab)(ca.double(), va[:, None].double(), va[None, :].double(), True)
+    want_ntk = (aff[2] * c + aff[3] * ntk + aff[4]).double() * t_dot
+    tol = 1e-13 if dtype == torch.float64 else 2e-6
+    for layout in ("rows", "flat"):
+        args = (c, ntk, va[:, None], va[None, :]) if layout == "rows" else \
+            (c[..., None], ntk[..., None], va[:, None, None], va[None, :, None])
+        got, got_ntk = _native.abrelu_pass(ab, *args, affine=aff)
+        assert got.dtype == dtype
+        assert torch.allclose(got.reshape(70, 70).double(), t, rtol=0, atol=tol * t.abs().max())
+        assert torch.allclose(got_ntk.reshape(70, 70).double(), want_ntk, rtol=0,
+                              atol=tol * want_ntk.abs().max())
+    up, up_ntk = _native.abrelu_pass(ab, c, ntk, va[:, None], va[None, :], aff, upper=True)
+    full, _ = _native.abrelu_pass(ab, c, ntk, va[:, None], va[None, :], aff)
+    assert torch.equal(up.triu(), full.triu()) and not up.tril(-1).any() and not up_ntk.tril(-1).any()
+
+
+def test_mirror_and_chunks():
+    a = torch.randn(300, 300)
+    m = _native.mirror_upper(a)
+    assert torch.equal(m, a.triu() + a.triu(1).T)
+    torch.set_num_threads(2)
+    spans = _native._chunks(1000, 10**6, upper=True)
+    work = [sum(1000 - i for i in range(lo, hi)) for lo, hi in spans]
+    assert spans[0][0] == 0 and spans[-1][1] == 1000 and max(work) / min(work) < 1.01
+
+
+FC_NETS = {
+    "relu_ntk": lambda: L.serial(L.Dense(64, W_std=1.5, b_std=0.05), L.Relu(),
+                                 L.Dense(64, W_std=1.3, b_std=0.2), L.Relu(), L.Dense(1, W_std=1.5)),
+    "leaky_standard": lambda: L.serial(
+        L.Dense(64, W_std=1.5, b_std=0.1, parameterization="standard"), L.LeakyRelu(0.1),
+        L.Dense(32, W_std=1.2, b_std=None, parameterization="standard"), L.Abs(),
+        L.Dense(1, W_std=1.0, b_std=0.3, parameterization="standard")),
+    "erf_in_between": lambda: L.serial(L.Dense(64, W_std=1.5, b_std=0.05), L.Relu(),
+                                       L.Dense(64, W_std=1.5), L.Erf(), L.Dense(64), L.Relu(),
+                                       L.Dense(1)),
+    "deep": lambda: L.serial(*[m for _ in range(12) for m in (L.Dense(64, W_std=1.4, b_std=0.1),
+                                                              L.Relu())], L.Dense(1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FC_NETS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vector_kernels_equal_torch_rules(name, dtype, torch_rules):
+    net = FC_NETS[name]()
+    g = torch.Generator().manual_seed(2)
+    x1 = torch.randn(600, 20, generator=g, dtype=dtype)     # above the tiling threshold
+    x2 = torch.randn(150, 20, generator=g, dtype=dtype)
+    x1[7] = x1[3]
+    got = [net.kernel_fn(x1, get=("nngp", "ntk")), net.kernel_fn(x1, x2, get=("nngp", "ntk"))]
+    with torch_rules:
+        want = [net.kernel_fn(x1, get=("nngp", "ntk")), net.kernel_fn(x1, x2, get=("nngp", "ntk"))]
+    tol = 1e-13 if dtype == torch.float64 else 3e-6
+    for g_, w_ in zip(got, want):
+        for a, b in zip(g_, w_):
+            assert a.dtype == dtype
+            assert ((a - b).abs().max() / b.abs().max()).item() < tol
+    nngp, ntk = got[0]
+    assert torch.equal(nngp, nngp.T) and torch.equal(ntk, ntk.T)      # exactly symmetric
+    k = net.kernel_fn(x1)
+    assert not k.upper
+    if name != "erf_in_between":          # every layer native: diagonal = variances, bit for bit
+        assert torch.equal(k.nngp.diagonal(), k.cov1)
+
+
+def test_native_not_used_with_gradients():
+    net = FC_NETS["relu_ntk"]()
+    x = torch.randn(40, 20, dtype=torch.float64, requires_grad=True)
+    assert not _native.applies(x)
+    nngp = net.kernel_fn(x, get="nngp")
+    nngp.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_set_native_validates():
+    with pytest.raises(ValueError, match="`mode` must be one of"):
+        _native.set_native("fast")
+    assert _native.get_native() == "auto"

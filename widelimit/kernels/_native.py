@@ -1,0 +1,198 @@
+"""One-pass CPU loops (numba) for the rectifier duals and the NTK update around them.
+
+Eagerly, a ReLU layer of an analytic kernel is about twenty elementwise passes over the
+(N1, N2) matrices plus one ``atan2``, which ATen evaluates one entry at a time (about
+3 ns per entry on AVX2, 13 times a multiply).  Here the affine layer before the
+nonlinearity, the arc-cosine dual (Cho & Saul, 2009), its derivative and the NTK product
+
+    c     = alpha nngp + beta                 (the Dense / identity before the dual)
+    ntk_c = gamma nngp + delta ntk + eps
+    delta_ = sqrt(v1 v2 - c^2),  theta = atan2(delta_, c)
+    T     = f (delta_ + (pi - theta) c) + ab c
+    ntk'  = ntk_c (f (pi - theta) + ab)
+
+are one loop that LLVM vectorises: ``theta`` comes from a branch-free reduction of
+``atan`` to [0, tan(pi/8)] and Cephes' polynomial (float32, 2.8e-7 absolute) or to
+[-0.2, 0.66] and Cephes' rational function (float64, 1 ulp); the radicand is shrunk
+by 4 ulp exactly as in :func:`widelimit.kernels.rules._math.angle`.
+
+The loops release the GIL, so image blocks and kernel tiles on the thread pool of
+:func:`widelimit.scale.blocking.parallel_map` run in parallel; a large call outside it
+splits its rows over torch's thread count.
+
+Used for CPU float32 / float64 tensors that need no gradient, when numba is installed
+(``pip install widelimit[fast]``) and ``WIDELIMIT_NATIVE`` is not ``off``; otherwise
+the rules stay in torch.  Compiled loops are cached on disk by numba.
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+_MODES = ("auto", "off")
+_state = {"mode": os.environ.get("WIDELIMIT_NATIVE", "auto").lower(), "kernels": None,
+          "pool": None, "threads": 0}
+
+#: split a call over torch's threads from this many entries (below, one thread is faster)
+PARALLEL_FROM = 1 << 16
+
+
+def set_native(mode: str) -> None:
+    """``"auto"``: use the numba loops where they apply; ``"off"``: always torch."""
+    if mode not in _MODES:
+        raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}.")
+    _state["mode"] = mode
+
+
+def get_native() -> str:
+    return _state["mode"]
+
+
+def _kernels():
+    """The compiled loops (imported on first use: numba costs 0.2 s to import)."""
+    if _state["kernels"] is None:
+        try:
+            from widelimit.kernels import _native_loops
+        except ImportError:
+            _state["kernels"] = False
+        else:
+            _state["kernels"] = _native_loops
+    return _state["kernels"]
+
+
+def available() -> bool:
+    """Whether numba is installed and the native loops are switched on."""
+    return _state["mode"] != "off" and bool(_kernels())
+
+
+def applies(*tensors: Optional[Tensor]) -> bool:
+    """Whether the native loops can take these tensors (CPU, float32/64, no gradient)."""
+    ts = [t for t in tensors if t is not None]
+    if not available() or torch.compiler.is_compiling():
+        return False
+    dtype = ts[0].dtype
+    if dtype not in (torch.float32, torch.float64):
+        return False
+    grad = torch.is_grad_enabled()
+    return all(t.device.type == "cpu" and t.dtype == dtype and not (grad and t.requires_grad)
+               for t in ts)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    if _state["pool"] is None or _state["threads"] != workers:
+        _state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="widelimit-native")
+        _state["threads"] = workers
+    return _state["pool"]
+
+
+def _chunks(rows: int, size: int, upper: bool = False) -> list[tuple[int, int]]:
+    """Row ranges of equal work, one per thread; with ``upper`` row i has ``rows - i``
+    entries, so the boundaries are at ``rows (1 - sqrt(1 - t / parts))``."""
+    threads = torch.get_num_threads()
+    parts = 1 if size < PARALLEL_FROM or threads < 2 else min(threads, rows)
+    if upper:
+        cuts = [round(rows * (1 - math.sqrt(1 - t / parts))) for t in range(parts + 1)]
+    else:
+        cuts = [round(rows * t / parts) for t in range(parts + 1)]
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def _run(fn, rows: int, size: int, *args, upper: bool = False) -> None:
+    spans = _chunks(rows, size, upper)
+    if len(spans) == 1:
+        fn(*args, 0, rows)
+        return
+    list(_pool(len(spans)).map(lambda s: fn(*args, s[0], s[1]), spans))
+
+
+def _np(t: Tensor):
+    return t.detach().contiguous().numpy()
+
+
+def mirror_upper(a: Tensor) -> Tensor:
+    """A new (N, N) tensor: ``a`` on and above the diagonal, ``a.T`` below it."""
+    out = torch.empty(a.shape, dtype=a.dtype)
+    _run(_kernels().mirror_upper, a.shape[0], a.numel(), _np(a), out.numpy())
+    return out
+
+
+def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tensor],
+                v1: Tensor, v2: Tensor, affine: Sequence[float] = (1.0, 0.0, 0.0, 1.0, 0.0),
+                upper: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+    """``(T, ntk')`` of ``ABRelu(a, b)`` after the affine map ``affine = (alpha, beta,
+    gamma, delta, eps)`` (module docstring); ``v1``, ``v2`` broadcast against ``nngp``
+    and are the variances *after* the affine map.  New tensors; the inputs are unchanged.
+    ``upper`` (an (N, N) kernel with ``Kernel.upper``): entries below the diagonal are 0."""
+    a, b = ab_params
+    loops = _kernels()
+    if ntk is not None and ntk.ndim == 0:        # e.g. the zero NTK of the raw inputs
+        alpha, beta, gamma, delta, eps = affine
+        affine, ntk_scalar = (alpha, beta, gamma, 0.0, eps + delta * float(ntk)), True
+    else:
+        ntk_scalar = False
+    dtype = nngp.dtype
+    f = (b - a) ** 2 / (2 * math.pi)
+    shrink = 1.0 - 4 * torch.finfo(dtype).eps
+    params = torch.tensor([f, a * b, shrink, *affine, math.pi], dtype=dtype).numpy()
+    out = torch.empty(nngp.shape, dtype=dtype)
+    out_ntk = None if ntk is None else torch.empty(nngp.shape, dtype=dtype)
+    x = _np(nngp)
+    k = x if ntk is None or ntk_scalar else _np(torch.broadcast_to(ntk, nngp.shape))
+    o, ok = out.numpy(), (out if out_ntk is None else out_ntk).numpy()
+    has_ntk = ntk is not None
+    if nngp.ndim == 2 and v1.shape == (nngp.shape[0], 1) and v2.shape == (1, nngp.shape[1]):
+        # vector inputs: rows i and columns j, variances v1[i] and v2[j]
+        _run(loops.abrelu_rows, x.shape[0], x.size, x, k, _np(v1).reshape(-1), _np(v2).reshape(-1),
+             o, ok, params, has_ntk, upper, upper=upper)
+    else:
+        p = torch.broadcast_to(v1 * v2, nngp.shape)
+        flat = (lambda arr: arr.reshape(-1, arr.shape[-1] if arr.ndim else 1))
+        _run(loops.abrelu_flat, flat(x).shape[0], x.size, flat(x), flat(k), flat(_np(p)),
+             flat(o), flat(ok), params, has_ntk)
+    return out, out_ntk
+
+
+def chain_pass(nngp: Tensor, ntk: Optional[Tensor], layers: Sequence[tuple],
+               upper: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+    """``(nngp, ntk)`` of an (N1, N2) vector kernel after a chain of layers, one row at a
+    time in cache (one read and one write of the matrices for the whole chain).
+
+    ``layers``: one ``(affine, abrelu, v1, v2)`` per layer: the affine map ``(alpha, beta,
+    gamma, delta, eps)`` (as in :func:`abrelu_pass`), then ``abrelu = (a, b)`` or None, with
+    the variances ``v1`` (N1,), ``v2`` (N2,) after the affine map (None without ABRelu).
+    ``upper`` (``Kernel.upper``): only entries on and above the diagonal are computed from
+    ``nngp`` / ``ntk``, the rest is mirrored: the results are complete."""
+    loops = _kernels()
+    dtype = nngp.dtype
+    n1, n2 = nngp.shape
+    shrink = 1.0 - 4 * torch.finfo(dtype).eps
+    # the row layout of abrelu_rows: (f, ab, shrink, alpha, beta, gamma, delta, eps, pi, relu?)
+    prm = torch.zeros((len(layers), 10), dtype=torch.float64)
+    v1s = torch.zeros((len(layers), n1), dtype=dtype)
+    v2s = torch.zeros((len(layers), n2), dtype=dtype)
+    for i, (affine, abrelu, v1, v2) in enumerate(layers):
+        prm[i, 3:8] = torch.tensor(affine, dtype=torch.float64)
+        prm[i, 2], prm[i, 8] = shrink, math.pi
+        if abrelu is not None:
+            a, b = abrelu
+            prm[i, 0], prm[i, 1], prm[i, 9] = (b - a) ** 2 / (2 * math.pi), a * b, 1.0
+            v1s[i], v2s[i] = v1.reshape(-1), v2.reshape(-1)
+    out = torch.empty((n1, n2), dtype=dtype)
+    out_ntk = torch.empty((n1, n2), dtype=dtype)        # written even without an NTK
+    x = _np(nngp)
+    k0 = float(ntk) if ntk is not None and ntk.ndim == 0 else math.nan
+    k = x if ntk is None or ntk.ndim == 0 else _np(torch.broadcast_to(ntk, nngp.shape))
+    _run(loops.chain_rows, n1, out.numel(), x, k, k0, _np(v1s), _np(v2s), prm.to(dtype).numpy(),
+         out.numpy(), out_ntk.numpy(), ntk is not None, upper, upper=upper)
+    if upper:       # complete the fresh outputs in place (no second (N, N) allocation)
+        for t in (out, out_ntk) if ntk is not None else (out,):
+            _run(loops.fill_lower, n1, t.numel(), t.numpy(), upper=True)
+    return out, None if ntk is None else out_ntk
+
+
+__all__ = ["abrelu_pass", "chain_pass", "applies", "available", "get_native", "mirror_upper", "set_native"]
