@@ -105,6 +105,10 @@ FC_NETS = {
     "erf_in_between": lambda: L.serial(L.Dense(64, W_std=1.5, b_std=0.05), L.Relu(),
                                        L.Dense(64, W_std=1.5), L.Erf(), L.Dense(64), L.Relu(),
                                        L.Dense(1)),
+    # the branches share the input kernel: no chain may overwrite it (Kernel.scratch)
+    "branches": lambda: L.serial(L.FanOut(2), L.parallel(
+        L.serial(L.Dense(64, W_std=1.5, b_std=0.05), L.Relu(), L.Dense(8)),
+        L.serial(L.Dense(64, W_std=0.7), L.Abs(), L.Dense(8))), L.FanInSum()),
     "deep": lambda: L.serial(*[m for _ in range(12) for m in (L.Dense(64, W_std=1.4, b_std=0.1),
                                                               L.Relu())], L.Dense(1)),
 }

@@ -158,7 +158,7 @@ def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
 
 
 def chain_pass(nngp: Tensor, ntk: Optional[Tensor], layers: Sequence[tuple],
-               upper: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+               upper: bool = False, overwrite: bool = False) -> tuple[Tensor, Optional[Tensor]]:
     """``(nngp, ntk)`` of an (N1, N2) vector kernel after a chain of layers, one row at a
     time in cache (one read and one write of the matrices for the whole chain).
 
@@ -166,7 +166,8 @@ def chain_pass(nngp: Tensor, ntk: Optional[Tensor], layers: Sequence[tuple],
     gamma, delta, eps)`` (as in :func:`abrelu_pass`), then ``abrelu = (a, b)`` or None, with
     the variances ``v1`` (N1,), ``v2`` (N2,) after the affine map (None without ABRelu).
     ``upper`` (``Kernel.upper``): only entries on and above the diagonal are computed from
-    ``nngp`` / ``ntk``, the rest is mirrored: the results are complete."""
+    ``nngp`` / ``ntk``, the rest is mirrored: the results are complete.  ``overwrite``: the
+    new nngp goes into ``nngp``'s own buffer (each row is read before it is written)."""
     loops = _kernels()
     dtype = nngp.dtype
     n1, n2 = nngp.shape
@@ -182,9 +183,9 @@ def chain_pass(nngp: Tensor, ntk: Optional[Tensor], layers: Sequence[tuple],
             a, b = abrelu
             prm[i, 0], prm[i, 1], prm[i, 9] = (b - a) ** 2 / (2 * math.pi), a * b, 1.0
             v1s[i], v2s[i] = v1.reshape(-1), v2.reshape(-1)
-    out = torch.empty((n1, n2), dtype=dtype)
-    out_ntk = torch.empty((n1, n2), dtype=dtype)        # written even without an NTK
     x = _np(nngp)
+    out = nngp if overwrite and nngp.is_contiguous() else torch.empty((n1, n2), dtype=dtype)
+    out_ntk = torch.empty((n1, n2), dtype=dtype)        # written even without an NTK
     k0 = float(ntk) if ntk is not None and ntk.ndim == 0 else math.nan
     k = x if ntk is None or ntk.ndim == 0 else _np(torch.broadcast_to(ntk, nngp.shape))
     _run(loops.chain_rows, n1, out.numel(), x, k, k0, _np(v1s), _np(v2s), prm.to(dtype).numpy(),

@@ -49,6 +49,9 @@ class Kernel:
     #: set by :func:`widelimit.scale.blocking.run_tiles`, which mirrors the result; rules
     #: may skip the rest (the native loops write zeros there)
     upper: bool = False
+    #: ``nngp`` is a private buffer that the next rule may overwrite: set by ``run_tiles``
+    #: for the input kernel it built, cleared by ``Serial`` before any rule but a native chain
+    scratch: bool = False
 
     def replace(self, **changes) -> "Kernel":
         return dataclasses.replace(self, **changes)

@@ -129,6 +129,10 @@ class Layer:
         for c in self.children():
             yield from c.walk()
 
+    #: whether ``apply_kernel`` clears ``Kernel.scratch`` before handing the state to any
+    #: rule that might share its buffers (``Serial`` does)
+    clears_scratch = False
+
     def has_native_rule(self) -> bool:
         """Whether this layer's kernel rule is at most a few passes over the kernel or a
         native loop (:mod:`widelimit.kernels._native`), so that a vector kernel needs no
@@ -209,7 +213,8 @@ class Layer:
             with single_thread(small):
                 k = run_tiles(self.apply_kernel, k0,
                               whole=_native.applies(k0.nngp) and all(layer.has_native_rule()
-                                                                     for layer in self.walk()))
+                                                                     for layer in self.walk()),
+                              handover=self.clears_scratch)
         if k is None:
             n2 = t1.shape[0] if t2 is None else t2.shape[0]
             # small problems run in one block on one thread, without the planner's probe

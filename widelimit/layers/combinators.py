@@ -29,6 +29,8 @@ def _check_layers(layers: Sequence, who: str) -> tuple[Layer, ...]:
 
 
 class Serial(Layer):
+    clears_scratch = True
+
     def __init__(self, *layers: Layer):
         self.layers = _check_layers(layers, "serial")
 
@@ -45,6 +47,8 @@ class Serial(Layer):
                 if chain is not None:
                     k, i = chain[0], i + chain[1]
                     continue
+            if isinstance(k, Kernel) and k.scratch:     # only a native chain may overwrite it
+                k = k.replace(scratch=False)
             if isinstance(k, Kernel) and isinstance(layer, Dense) and isinstance(nxt, Nonlinearity):
                 fused = fused_dense_elementwise(k, layer, nxt)   # one compiled pass, if it applies
                 if fused is not None:

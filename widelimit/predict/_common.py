@@ -163,7 +163,11 @@ class Factor:
         if a.shape[0] != a.shape[1]:
             raise ValueError(f"`{name}` must be square (N, N), got shape {tuple(a.shape)}.")
         reg = diag_reg if absolute else diag_reg * float(torch.diagonal(a).mean())
-        self.a = a + reg * torch.eye(self.n, dtype=a.dtype, device=a.device) if reg else a
+        if reg:      # A + reg I: one copy, the diagonal updated in place (no (N, N) identity)
+            self.a = a.clone()
+            self.a.diagonal().add_(reg)
+        else:
+            self.a = a
         self._eig: Optional[tuple[Tensor, Tensor, Tensor]] = None
         self._chol: Optional[Tensor] = None
         self._use_eig_solve = False

@@ -59,11 +59,15 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
     factors: dict[str, Factor] = {}
     k_inv_y: dict[str, Tensor] = {}
 
+    checked: dict[str, Tensor] = {}
+
     def kdd(g: str) -> Tensor:
-        k, _ = as_kernel(get_attr(k_train_train, g, "k_train_train"), "k_train_train")
-        if k.shape != (n, n):
-            raise ValueError(f"`k_train_train.{g}` must have shape ({n}, {n}), got {tuple(k.shape)}.")
-        return k.to(k0.dtype)
+        if g not in checked:     # validated once (a NaN scan of (N, N) is not free)
+            k, _ = as_kernel(get_attr(k_train_train, g, "k_train_train"), "k_train_train")
+            if k.shape != (n, n):
+                raise ValueError(f"`k_train_train.{g}` must have shape ({n}, {n}), got {tuple(k.shape)}.")
+            checked[g] = k.to(k0.dtype)
+        return checked[g]
 
     def solve(g: str, b: Tensor, whiten: bool = False) -> Optional[Tensor]:
         if g not in factors:
@@ -117,8 +121,11 @@ def _posterior_cov(g, k_td, k_train_train, k_test_train, k_test_test, solve, kdd
     else:
         nngp_td = ktd("nngp", k_test_train)
         term1 = solve("ntk", k_td.T)                                   # (N, M) = Θ^-1 Θ_dt
-        term2 = term1.T @ nngp_td.T      # Θ_td Θ^-1 K_dt (Θ symmetric): no second solve
-        cov = term1.T @ kdd("nngp") @ term1 - term2 - term2.T + ktt("nngp", k_test_test, m)
+        # term1^T K term1 - term1^T K_dt - K_td term1 + K_tt; the two middle terms are each
+        # other's transpose, so under the symmetrisation below they are 2 term1^T K_dt:
+        # one (M, N) x (N, M) product for both
+        cov = term1.T @ (kdd("nngp") @ term1).sub_(nngp_td.T, alpha=2.0)
+        cov = cov.add_(ktt("nngp", k_test_test, m))
     return 0.5 * (cov + cov.T)
 
 

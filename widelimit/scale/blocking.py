@@ -346,19 +346,20 @@ def kernel_tile(k0: Kernel, rows: slice, cols: slice, diagonal: bool, upper: boo
                       shape1=(rows.stop - rows.start,) + d, shape2=(cols.stop - cols.start,) + d)
 
 
-def run_tiles(compute: Callable, k0: Kernel, whole: bool = False):
+def run_tiles(compute: Callable, k0: Kernel, whole: bool = False, handover: bool = False):
     """``compute(k)`` for a kernel state ``k0`` of vector inputs (no spatial axes), in the
     cache-sized tiles of :func:`vector_plan`: the elementwise rules of every layer run
     over one tile while it is in cache, the tiles on the thread pool.  With
     ``k0.x1_is_x2`` only tiles on and above the diagonal are computed, and ``k0.nngp``
     need only be right there (see :func:`kernel_tile`).  ``whole``: one tile, for rules
     that make one pass per layer anyway (native loops, which split their rows over the
-    threads themselves)."""
+    threads themselves); with ``handover`` its buffers may then be overwritten
+    (``Kernel.scratch``: only for a ``compute`` that clears the flag, i.e. ``Serial``)."""
     n1, n2 = k0.nngp.shape[:2]
     symmetric = k0.x1_is_x2
     if whole:
         every1, every2 = slice(0, n1), slice(0, n2)
-        k = compute(kernel_tile(k0, every1, every2, symmetric, upper=True))
+        k = compute(kernel_tile(k0, every1, every2, symmetric, upper=True).replace(scratch=handover))
         return _mirror_kernel(k, flagged_only=True) if symmetric else k
     plan = vector_plan(n1, None if symmetric else n2, torch.get_num_threads())
 

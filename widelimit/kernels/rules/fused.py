@@ -98,5 +98,5 @@ def native_chain(k: Kernel, pairs: Sequence) -> Optional[tuple[Kernel, int]]:
             used += 2
     if not any(p[1] is not None for p in plan):
         return None
-    nngp, ntk = _native.chain_pass(k.nngp, k.ntk, plan, k.upper)
-    return state.replace(nngp=nngp, ntk=ntk, upper=False), used     # complete (mirrored)
+    nngp, ntk = _native.chain_pass(k.nngp, k.ntk, plan, k.upper, overwrite=k.scratch)
+    return state.replace(nngp=nngp, ntk=ntk, upper=False, scratch=False), used   # complete
