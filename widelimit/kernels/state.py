@@ -109,10 +109,11 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
     # images: the 1/C goes on the factors, not on the (N1, N2, ...) result; on both as
     # 1/sqrt(C), so that the kernel of an input pair does not depend on the order of the pair
     if s == 0:
-        # vectors: the 1/C is the GEMM's own alpha (no pass over the inputs)
+        # vectors: the 1/C on the product (syrk's alpha), not a pass over the inputs
         nngp = syrk_upper(x1, 1.0 / c) if upper_only and x1_is_x2 else None
         if nngp is None:
-            nngp = torch.addmm(x1.new_zeros(()), x1, xb.T, beta=0, alpha=1.0 / c)
+            nngp = x1 @ xb.T
+            nngp = nngp.mul_(1.0 / c) if not nngp.requires_grad else nngp * (1.0 / c)
         # x1 against itself: the diagonal *is* cov1, bit for bit, so that every later
         # rule sees exactly collinear pairs there (angle 0) instead of rounding noise.
         cov1 = torch.diagonal(nngp).clone() if x1_is_x2 else torch.linalg.vecdot(x1, x1) / c

@@ -176,7 +176,7 @@ class Layer:
             (N1, N2) tensors (NumPy arrays for NumPy input), a namedtuple for a tuple
             ``get``, or the final :class:`Kernel` state when ``get`` is None.
         """
-        canonical_get(get)
+        names = canonical_get(get)
         t1, t2, m1, m2, was_numpy = prepare_masked_inputs(x1, x2, mask, mask_constant)
         from widelimit.scale import spatial
         spatial_blocking = spatial.check_option(spatial_blocking)
@@ -209,7 +209,7 @@ class Layer:
             # vectors: the input kernel once (BLAS syrk for x2 = None), then every layer's
             # rules tile by tile (scale.blocking.run_tiles)
             small = t1.shape[0] * (t1.shape[0] if t2 is None else t2.shape[0]) <= SMALL_PROBLEM
-            k0 = inputs_to_kernel(t1, t2, upper_only=True)
+            k0 = inputs_to_kernel(t1, t2, upper_only=True, compute_ntk=names is None or "ntk" in names)
             with single_thread(small):
                 k = run_tiles(self.apply_kernel, k0,
                               whole=_native.applies(k0.nngp) and all(layer.has_native_rule()

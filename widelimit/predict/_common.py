@@ -207,6 +207,10 @@ class Factor:
             return None
         return torch.linalg.solve_triangular(self._chol, b, upper=False)
 
+    def factorize(self) -> None:
+        """Cholesky now (else on first use); a singular kernel switches to the eigenbasis."""
+        self._factorize()
+
     def _factorize(self) -> None:
         if self._chol is None and not self._use_eig_solve:
             chol, info = torch.linalg.cholesky_ex(self.a)
