@@ -110,6 +110,8 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *,
         traced axes not at all. Default for an ``(N, O)`` output: ``(N1, N2)``.
     """
     impl = _as_impl(implementation)
+    from widelimit.scale.memory import tune_malloc
+    tune_malloc()
     block_size = check_block_size(block_size)
     budget = parse_bytes(max_memory) if max_memory is not None else None
     mf = ModelFn(model, params, forward_kwargs)

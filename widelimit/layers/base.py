@@ -177,6 +177,8 @@ class Layer:
             ``get``, or the final :class:`Kernel` state when ``get`` is None.
         """
         names = canonical_get(get)
+        from widelimit.scale.memory import tune_malloc
+        tune_malloc()
         t1, t2, m1, m2, was_numpy = prepare_masked_inputs(x1, x2, mask, mask_constant)
         from widelimit.scale import spatial
         spatial_blocking = spatial.check_option(spatial_blocking)
