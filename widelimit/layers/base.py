@@ -230,7 +230,8 @@ class Layer:
                 with single_thread(small and max_memory is None):
                     k = run_blocked(compute, (t1, m1), None if t2 is None else (t2, m2),
                                     max_memory, hint=hint,
-                                    probe=(t1.ndim > 2 and not small) or max_memory is not None)
+                                    probe=(t1.ndim > 2 and not small) or max_memory is not None,
+                                    owner=self, key=(diagonal_spatial, names))
             except BudgetTooSmall:
                 # the measured pair is larger than the geometry's estimate (e.g. quadrature
                 # nonlinearities): bands of positions, where the architecture allows them

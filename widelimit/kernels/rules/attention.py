@@ -152,6 +152,11 @@ def _sqrt_identity(k: dict, kq: dict, qk_var: float, ov_std, b_std, val_pos_emb:
     return out
 
 
+def _plus_b2(fresh: Tensor, b_std) -> Tensor:
+    """``affine(fresh, 1, b_std)`` in place on a tensor this rule just made (no copy)."""
+    return fresh if b_std is None else fresh.add_(b_std * b_std)
+
+
 def _linear(k: dict, kq: dict, masks: tuple, qk_var: float, ov_std, b_std, mechanism: str,
             val_pos_emb: bool) -> dict:
     """Linear scaling: deterministic attention weights G (module docstring)."""
@@ -161,10 +166,10 @@ def _linear(k: dict, kq: dict, masks: tuple, qk_var: float, ov_std, b_std, mecha
     # OV_std^2 goes on the small (N, P, P) weights, not on the (N1, N2, P, P) results
     ov2 = ov_std * ov_std
     o1 = g1 * ov2
-    out = {"nngp": affine(_weigh(o1, v["nngp"], g2, True), 1.0, b_std),
-           "cov1": affine(_weigh(o1, v["cov1"], g1, False), 1.0, b_std),
-           "cov2": None if v["cov2"] is None else affine(_weigh(g2 * ov2, v["cov2"], g2, False),
-                                                         1.0, b_std),
+    out = {"nngp": _plus_b2(_weigh(o1, v["nngp"], g2, True), b_std),
+           "cov1": _plus_b2(_weigh(o1, v["cov1"], g1, False), b_std),
+           "cov2": None if v["cov2"] is None else _plus_b2(_weigh(g2 * ov2, v["cov2"], g2, False),
+                                                           b_std),
            "ntk": None}
     if v["ntk"] is not None:
         # OV^2 G ntk G'^T + b^2 + 2 (nngp' - b^2) = OV^2 G ntk G'^T + 2 nngp' - b^2
