@@ -40,6 +40,8 @@ _state = {"mode": os.environ.get("WIDELIMIT_NATIVE", "auto").lower(), "kernels":
 
 #: split a call over torch's threads from this many entries (below, one thread is faster)
 PARALLEL_FROM = 1 << 16
+#: the flat loop takes rows of at least this many entries (whole trailing axes)
+ROW = 1024
 
 
 def set_native(mode: str) -> None:
@@ -139,22 +141,50 @@ def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     f = (b - a) ** 2 / (2 * math.pi)
     shrink = 1.0 - 4 * torch.finfo(dtype).eps
     params = torch.tensor([f, a * b, shrink, *affine, math.pi], dtype=dtype).numpy()
-    out = torch.empty(nngp.shape, dtype=dtype)
-    out_ntk = None if ntk is None else torch.empty(nngp.shape, dtype=dtype)
-    x = _np(nngp)
-    k = x if ntk is None or ntk_scalar else _np(torch.broadcast_to(ntk, nngp.shape))
-    o, ok = out.numpy(), (out if out_ntk is None else out_ntk).numpy()
     has_ntk = ntk is not None
     if nngp.ndim == 2 and v1.shape == (nngp.shape[0], 1) and v2.shape == (1, nngp.shape[1]):
+        out = torch.empty(nngp.shape, dtype=dtype)
+        out_ntk = None if ntk is None else torch.empty(nngp.shape, dtype=dtype)
+        x = _np(nngp)
+        k = x if ntk is None or ntk_scalar else _np(torch.broadcast_to(ntk, nngp.shape))
+        o, ok = out.numpy(), (out if out_ntk is None else out_ntk).numpy()
         # vector inputs: rows i and columns j, variances v1[i] and v2[j]
         _run(loops.abrelu_rows, x.shape[0], x.size, x, k, _np(v1).reshape(-1), _np(v2).reshape(-1),
              o, ok, params, has_ntk, upper, upper=upper)
-    else:
-        p = torch.broadcast_to(v1 * v2, nngp.shape)
-        flat = (lambda arr: arr.reshape(-1, arr.shape[-1] if arr.ndim else 1))
-        _run(loops.abrelu_flat, flat(x).shape[0], x.size, flat(x), flat(k), flat(_np(p)),
-             flat(o), flat(ok), params, has_ntk)
-    return out, out_ntk
+        return out, out_ntk
+    # any other layout: elementwise in nngp's own memory order (a permuted einsum result
+    # is not copied), in rows of at least ROW entries (short rows do not vectorise)
+    order = _memory_order(nngp)
+    x = nngp.detach().permute(order).contiguous()
+    out = torch.empty(x.shape, dtype=dtype)
+    out_ntk = None if ntk is None else torch.empty(x.shape, dtype=dtype)
+    k = x if ntk is None or ntk_scalar else torch.broadcast_to(ntk.detach(), nngp.shape).permute(order)
+    p = torch.broadcast_to(v1 * v2, nngp.shape).permute(order)
+    cols = 1
+    for n in reversed(x.shape):
+        if cols >= ROW:
+            break
+        cols *= n
+    flat = (lambda t: t.contiguous().numpy().reshape(-1, cols))
+    _run(loops.abrelu_flat, x.numel() // cols, x.numel(), flat(x), flat(k), flat(p), flat(out),
+         flat(out if out_ntk is None else out_ntk), params, has_ntk)
+    back = _inverse(order)
+    return out.permute(back), None if out_ntk is None else out_ntk.permute(back)
+
+
+def _memory_order(t: Tensor) -> list[int]:
+    """Axes from the largest stride to the smallest: ``t.permute(order)`` is contiguous
+    when ``t`` is a permutation of a contiguous tensor (e.g. an einsum result)."""
+    if t.ndim == 0:
+        return []
+    return sorted(range(t.ndim), key=lambda i: (-t.stride(i), i))
+
+
+def _inverse(order: list[int]) -> list[int]:
+    back = [0] * len(order)
+    for i, o in enumerate(order):
+        back[o] = i
+    return back
 
 
 def chain_pass(nngp: Tensor, ntk: Optional[Tensor], layers: Sequence[tuple],

@@ -52,6 +52,10 @@ class Kernel:
     #: ``nngp`` is a private buffer that the next rule may overwrite: set by ``run_tiles``
     #: for the input kernel it built, cleared by ``Serial`` before any rule but a native chain
     scratch: bool = False
+    #: full-spatial kernels of the raw inputs: ``(nngp, f1, f2)`` with ``f = x / sqrt(C)``
+    #: as (N, P, C), so that nngp[a, b] = f1[a] f2[b]^T; rules may use the factors while
+    #: ``nngp`` is still that very tensor (``k.input_factors[0] is k.nngp``)
+    input_factors: Optional[tuple] = None
 
     def replace(self, **changes) -> "Kernel":
         return dataclasses.replace(self, **changes)
@@ -150,11 +154,13 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
         nngp = full(f1, fb, True)
         cov1 = full(f1, f1, False)
         cov2 = None if x1_is_x2 else full(fb, fb, False)
+        factors = (nngp, f1.transpose(1, 2), fb.transpose(1, 2))
     ntk = torch.zeros((), dtype=x1.dtype, device=x1.device) if compute_ntk else None
     return Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, x1_is_x2=x1_is_x2,
                   is_gaussian=False, is_input=True, shape1=tuple(x1.shape),
                   shape2=tuple(xb.shape), diagonal_spatial=diagonal_spatial or s == 0,
-                  mask1=mask1, mask2=None if x1_is_x2 else mask2)
+                  mask1=mask1, mask2=None if x1_is_x2 else mask2,
+                  input_factors=factors if s and not diagonal_spatial else None)
 
 
 def _diag_spatial(cov: Tensor, n_spatial: int) -> Tensor:

@@ -158,15 +158,25 @@ def _plus_b2(fresh: Tensor, b_std) -> Tensor:
 
 
 def _linear(k: dict, kq: dict, masks: tuple, qk_var: float, ov_std, b_std, mechanism: str,
-            val_pos_emb: bool) -> dict:
-    """Linear scaling: deterministic attention weights G (module docstring)."""
+            val_pos_emb: bool, factors: Optional[tuple] = None) -> dict:
+    """Linear scaling: deterministic attention weights G (module docstring).
+
+    ``factors`` ``(f1, f2)`` (N, P, C): the input kernel is f1[a] f2[b]^T (raw inputs), so
+    G1[a] K[a, b] G2[b]^T = (G1 f1)[a] (G2 f2)[b]^T: one (N1 P, C) x (C, N2 P) product
+    instead of two batched products over all N1 N2 pairs."""
     g1 = attention_weights(kq["cov1"], qk_var, mechanism, masks[0])
     g2 = g1 if kq["cov2"] is None else attention_weights(kq["cov2"], qk_var, mechanism, masks[1])
     v = kq if val_pos_emb else k
     # OV_std^2 goes on the small (N, P, P) weights, not on the (N1, N2, P, P) results
     ov2 = ov_std * ov_std
     o1 = g1 * ov2
-    out = {"nngp": _plus_b2(_weigh(o1, v["nngp"], g2, True), b_std),
+    if factors is not None:
+        z1, z2 = torch.matmul(o1, factors[0]), torch.matmul(g2, factors[1])
+        n1, p, c = z1.shape
+        nngp = (z1.reshape(n1 * p, c) @ z2.reshape(-1, c).T).reshape(n1, p, -1, p).transpose(1, 2)
+    else:
+        nngp = _weigh(o1, v["nngp"], g2, True)
+    out = {"nngp": _plus_b2(nngp, b_std),
            "cov1": _plus_b2(_weigh(o1, v["cov1"], g1, False), b_std),
            "cov2": None if v["cov2"] is None else _plus_b2(_weigh(g2 * ov2, v["cov2"], g2, False),
                                                            b_std),
@@ -218,7 +228,11 @@ def attention_rule(k: Kernel, *, qk_var: float, ov_std, b_std, mechanism: str, p
               "cov2": _masked_r(r, m2, m2, False)}
         kq = {n: None if v is None else kw * v + pw * rs[n] for n, v in flat.items()}
     if linear_scaling:
-        out = _linear(flat, kq, (m1, m2), qk_var, ov_std, b_std, mechanism, val_pos_emb)
+        fac = k.input_factors
+        usable = (fac is not None and fac[0] is k.nngp and pos_emb == "NONE" and m1 is None
+                  and m2 is None and (k.ntk is None or k.ntk.ndim == 0))
+        out = _linear(flat, kq, (m1, m2), qk_var, ov_std, b_std, mechanism, val_pos_emb,
+                      fac[1:] if usable else None)
     else:
         if flat["ntk"] is not None and flat["ntk"].ndim == 0:
             flat["ntk"] = kq["ntk"] = torch.zeros_like(flat["nngp"])
@@ -229,4 +243,5 @@ def attention_rule(k: Kernel, *, qk_var: float, ov_std, b_std, mechanism: str, p
                      ntk=None if out["ntk"] is None else from_flat(out["ntk"], 2, spatial),
                      cov1=from_flat(out["cov1"], 1, spatial),
                      cov2=None if out["cov2"] is None else from_flat(out["cov2"], 1, spatial),
-                     is_gaussian=True, is_input=False, shape1=shape1, shape2=shape2)
+                     is_gaussian=True, is_input=False, shape1=shape1, shape2=shape2,
+                     input_factors=None)
