@@ -53,7 +53,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 2; --quick 1)")
-    ap.add_argument("--repeats", type=int, default=None, help="warm calls per process (default 5; --quick 3)")
+    ap.add_argument("--repeats", type=int, default=None, help="warm calls per process (default 10; --quick 3)")
     ap.add_argument("--budget-s", type=float, default=20.0, help="at most this many seconds of warm calls per process")
     ap.add_argument("--max-call-s", type=float, default=40.0,
                     help="do not start a neural-tangents run whose estimated per-call time exceeds this")
@@ -70,7 +70,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--json", metavar="PATH", help="write results (rewritten after every case)")
     a = ap.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 2)
-    a.repeats = a.repeats or (3 if a.quick else 5)
+    a.repeats = a.repeats or (3 if a.quick else 10)
     return a
 
 

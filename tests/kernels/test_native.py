@@ -151,3 +151,23 @@ def test_set_native_validates():
     with pytest.raises(ValueError, match="`mode` must be one of"):
         _native.set_native("fast")
     assert _native.get_native() == "auto"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_abrelu_pass_in_memory_order_of_permuted_kernels(dtype):
+    """An einsum result (a, b, p, s) stored as (a, p, b, s), and one stored interleaved
+    (a, b, s, p): the same values as on contiguous copies, in the input's strides."""
+    g = torch.Generator().manual_seed(3)
+    f = torch.randn(6, 5, 4, generator=g, dtype=dtype)                 # (N, P, C)
+    c_apbs = torch.einsum("apc,bsc->apbs", f, f) / 4
+    d = torch.einsum("apc,apc->ap", f, f) / 4
+    v1, v2 = d[:, None, :, None], d[None, :, None, :]
+    for c in (c_apbs.permute(0, 2, 1, 3), c_apbs.permute(0, 2, 3, 1).contiguous().permute(0, 1, 3, 2)):
+        ntk = 2 * c + 0.1
+        got = _native.abrelu_pass((0.0, 1.0), c, ntk, v1, v2)
+        want = _native.abrelu_pass((0.0, 1.0), c.contiguous(), ntk.contiguous(), v1, v2)
+        t, _ = abrelu_dual(0.0, 1.0)(c.double(), v1.double(), v2.double(), True)
+        assert got[0].stride() == c.stride()
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+        assert torch.allclose(got[0].double(), t, rtol=0, atol=3e-6 * t.abs().max())

@@ -159,6 +159,17 @@ def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     out = torch.empty(x.shape, dtype=dtype)
     out_ntk = None if ntk is None else torch.empty(x.shape, dtype=dtype)
     k = x if ntk is None or ntk_scalar else torch.broadcast_to(ntk.detach(), nngp.shape).permute(order)
+    back = _inverse(order)
+    split = _outer_split(v1.permute(order).shape,
+                         v2.permute(order).shape) if v1.ndim == nngp.ndim == v2.ndim else None
+    if split is not None:
+        # memory order (x1's axes..., x2's axes...): v1 v2 is an outer product, as for vectors
+        m1 = math.prod(x.shape[:split])
+        two = (lambda t: t.contiguous().numpy().reshape(m1, -1))
+        _run(loops.abrelu_rows, m1, x.numel(), two(x), two(k), _np(v1.permute(order)).reshape(-1),
+             _np(v2.permute(order)).reshape(-1), two(out), two(out if out_ntk is None else out_ntk),
+             params, has_ntk, False)
+        return out.permute(back), None if out_ntk is None else out_ntk.permute(back)
     p = torch.broadcast_to(v1 * v2, nngp.shape).permute(order)
     cols = 1
     for n in reversed(x.shape):
@@ -168,8 +179,16 @@ def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     flat = (lambda t: t.contiguous().numpy().reshape(-1, cols))
     _run(loops.abrelu_flat, x.numel() // cols, x.numel(), flat(x), flat(k), flat(p), flat(out),
          flat(out if out_ntk is None else out_ntk), params, has_ntk)
-    back = _inverse(order)
     return out.permute(back), None if out_ntk is None else out_ntk.permute(back)
+
+
+def _outer_split(shape1: tuple, shape2: tuple) -> Optional[int]:
+    """An axis m with ``shape1[m:]`` and ``shape2[:m]`` all 1 (the variance maps of x1 and of
+    x2 live on disjoint leading / trailing axes), or None."""
+    for m in range(1, len(shape1)):
+        if all(n == 1 for n in shape1[m:]) and all(n == 1 for n in shape2[:m]):
+            return m
+    return None
 
 
 def _memory_order(t: Tensor) -> list[int]:
