@@ -101,7 +101,8 @@ FEW_CHANNELS = 8
 
 def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool = True,
                      compute_ntk: bool = True, mask1: Optional[Tensor] = None,
-                     mask2: Optional[Tensor] = None, upper_only: bool = False) -> Kernel:
+                     mask2: Optional[Tensor] = None, upper_only: bool = False,
+                     factors_only: bool = False) -> Kernel:
     """The kernel of the inputs themselves: covariances averaged over channels.
 
     ``nngp = x1 . x2 / C`` over the channel axis (axis 1), per spatial position
@@ -110,6 +111,8 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
     ``upper_only`` (vectors, ``x2`` None): ``nngp`` need only be right on and above the
     diagonal, so BLAS ``syrk`` may compute it with half the work of a GEMM (for
     :func:`widelimit.scale.blocking.run_tiles`, which reads nothing else).
+    ``factors_only`` (full spatial): ``nngp`` is a zero placeholder without storage and only
+    ``input_factors`` are real, for a first layer that reads nothing else.
     """
     x1_is_x2 = x2 is None
     xb = x1 if x2 is None else x2
@@ -151,7 +154,11 @@ def inputs_to_kernel(x1: Tensor, x2: Optional[Tensor], *, diagonal_spatial: bool
             out = torch.einsum("acp,acq->apq", a, b)
             return _interleave(out.reshape(out.shape[:1] + sp + sp), 1, s)
 
-        nngp = full(f1, fb, True)
+        if factors_only:
+            n2 = f1.shape[0] if x1_is_x2 else fb.shape[0]
+            nngp = _interleave(f1.new_zeros(()).expand((f1.shape[0], n2) + sp + sp), 2, s)
+        else:
+            nngp = full(f1, fb, True)
         cov1 = full(f1, f1, False)
         cov2 = None if x1_is_x2 else full(fb, fb, False)
         factors = (nngp, f1.transpose(1, 2), fb.transpose(1, 2))

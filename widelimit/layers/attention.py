@@ -160,6 +160,8 @@ class GlobalSelfAttention(Layer):
         self.n_chan_pos_emb, self.W_pos_emb_std = n_chan_pos_emb, float(W_pos_emb_std)
         self.val_pos_emb = bool(val_pos_emb)
         self.linear_scaling = bool(linear_scaling)
+        # linear scaling without positional embeddings: only the input factors are read
+        self.reads_input_nngp = not (self.linear_scaling and pe == "NONE")
 
     def apply_kernel(self, k: Kernel) -> Kernel:
         return attention_rule(k, qk_var=self.qk_std, ov_std=self.ov_std, b_std=self.b_std,

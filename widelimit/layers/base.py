@@ -133,6 +133,19 @@ class Layer:
     #: rule that might share its buffers (``Serial`` does)
     clears_scratch = False
 
+    #: whether ``apply_kernel`` reads the raw inputs' ``nngp`` when it is the first layer
+    #: (attention with linear scaling needs only ``Kernel.input_factors``)
+    reads_input_nngp = True
+
+    def _factors_only(self) -> bool:
+        """Whether the first layer to see the input kernel (after ``Serial`` wrappers) needs
+        only its factors, so that the (N1, N2, P, P) input covariance need not be formed."""
+        from widelimit.layers.combinators import Serial
+        for layer in self.walk():
+            if not isinstance(layer, Serial):
+                return not layer.reads_input_nngp
+        return False
+
     def has_native_rule(self) -> bool:
         """Whether this layer's kernel rule is at most a few passes over the kernel or a
         native loop (:mod:`widelimit.kernels._native`), so that a vector kernel needs no
@@ -196,10 +209,13 @@ class Layer:
             raise ValueError(f"diagonal_spatial=True is impossible for this architecture: {needing!r} "
                              f"needs full spatial covariances (covariances between positions).")
 
+        factors_only = not diagonal_spatial and self._factors_only()
+
         def compute(a, b):
             (a, ma), (b, mb) = a, (None, None) if b is None else b
-            k = self.apply_kernel(inputs_to_kernel(a, b, diagonal_spatial=diagonal_spatial,
-                                                   mask1=ma, mask2=mb))
+            k = self.apply_kernel(inputs_to_kernel(
+                a, b, diagonal_spatial=diagonal_spatial, mask1=ma, mask2=mb,
+                factors_only=factors_only and ma is None and mb is None))
             return [remask(ki) for ki in k] if isinstance(k, (list, tuple)) else remask(k)
 
         from widelimit.scale.blocking import (SMALL_PROBLEM, BudgetTooSmall, run_blocked,

@@ -210,7 +210,10 @@ def attention_rule(k: Kernel, *, qk_var: float, ov_std, b_std, mechanism: str, p
     spatial = tuple(k.shape1[2:])
     m1 = None if k.mask1 is None else k.mask1.flatten(1)
     m2 = m1 if k.x1_is_x2 else None if k.mask2 is None else k.mask2.flatten(1)
-    flat = {"nngp": to_flat(k.nngp, 2), "cov1": to_flat(k.cov1, 1),
+    fac = k.input_factors
+    usable = (linear_scaling and fac is not None and fac[0] is k.nngp and pos_emb == "NONE"
+              and m1 is None and m2 is None and (k.ntk is None or k.ntk.ndim == 0))
+    flat = {"nngp": None if usable else to_flat(k.nngp, 2), "cov1": to_flat(k.cov1, 1),
             "cov2": None if k.cov2 is None else to_flat(k.cov2, 1),
             "ntk": k.ntk if k.ntk is None or k.ntk.ndim == 0 else to_flat(k.ntk, 2)}
     kq = flat
@@ -228,9 +231,6 @@ def attention_rule(k: Kernel, *, qk_var: float, ov_std, b_std, mechanism: str, p
               "cov2": _masked_r(r, m2, m2, False)}
         kq = {n: None if v is None else kw * v + pw * rs[n] for n, v in flat.items()}
     if linear_scaling:
-        fac = k.input_factors
-        usable = (fac is not None and fac[0] is k.nngp and pos_emb == "NONE" and m1 is None
-                  and m2 is None and (k.ntk is None or k.ntk.ndim == 0))
         out = _linear(flat, kq, (m1, m2), qk_var, ov_std, b_std, mechanism, val_pos_emb,
                       fac[1:] if usable else None)
     else:
