@@ -141,3 +141,20 @@ def test_sqrt_scaling_module_and_errors():
         with pytest.raises(NotImplementedError, match="only for attention_mechanism='IDENTITY'"):
             net.kernel_fn(x)
         assert torch.isfinite(net.module((4, 7), dtype=DT)(x)).all()   # the finite net works
+
+
+def test_attention_first_uses_input_factors_and_they_never_go_stale():
+    from widelimit.kernels.state import inputs_to_kernel
+    x = torch.randn(7, 5, 6, dtype=torch.float64)
+    k = inputs_to_kernel(x, None, diagonal_spatial=False)
+    f = k.input_factors
+    assert f[0] is k.nngp
+    assert torch.allclose(torch.einsum("apc,bqc->abpq", f[1], f[2]), k.nngp)
+    assert k.replace(cov1=k.cov1 * 1).input_factors is f            # nngp unchanged: kept
+    assert k.replace(nngp=k.nngp * 2).input_factors is None          # a new nngp: dropped
+    assert (2.0 * k).input_factors is None
+    net = L.serial(L.GlobalSelfAttention(8, 8, 8, 2), L.Relu(), L.GlobalAvgPool(), L.Dense(1))
+    assert net._factors_only()                                       # no input covariance formed
+    assert not L.serial(L.Dense(4), net)._factors_only()
+    pos = L.GlobalSelfAttention(8, 8, 8, 2, pos_emb_type="SUM")
+    assert not L.serial(pos, L.GlobalAvgPool())._factors_only()

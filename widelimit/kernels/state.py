@@ -58,6 +58,9 @@ class Kernel:
     input_factors: Optional[tuple] = None
 
     def replace(self, **changes) -> "Kernel":
+        if self.input_factors is not None and "input_factors" not in changes and \
+                changes.get("nngp", self.nngp) is not self.nngp:
+            changes["input_factors"] = None     # stale, and it would keep the old nngp alive
         return dataclasses.replace(self, **changes)
 
     @property
