@@ -44,13 +44,14 @@ __all__ = ["LIVE_TENSORS", "DEFAULT_FRACTION", "available_memory", "resolve_budg
 #: and the temporaries of a nonlinearity's dual); calibrated with benchmarks/conv.py
 LIVE_TENSORS = 10
 #: for image kernels, blocks are also kept small enough that the largest tensor has about
-#: this many elements (8 MiB in float32): below the mmap threshold that
+#: this many elements (4 MiB in float32): below the mmap threshold that
 #: :func:`widelimit.scale.memory.tune_malloc` sets, so intermediates reuse freed heap
 #: instead of a page fault per 4 KiB, and large enough that the threads' per-operation
-#: overhead stays small.  Measured (2 cores, float32): CNN+GAP 16x16 N=16 0.44 / 0.35 /
-#: 0.25 / 0.31 / 0.44 s and CNN+Flatten 16x16 N=64 41 / 29 / 26 / 31 / 27 ms for
-#: 2^19 / 2^20 / 2^21 / 2^22 / 2^23
-CACHE_ELEMENTS = 2**21
+#: overhead stays small.  Measured (2 cores, float32; CNN+GAP 16x16 N=16 by
+#: benchmarks/conv.py, CNN+Flatten 16x16 N=64): 0.49 / 0.29 / 0.28 s at 0.51 / 0.53 /
+#: 0.66 GB peak and 41 / 29 / 26 ms for 2^19 / 2^20 / 2^21; 2^20 keeps most of the speed
+#: at a fifth less memory.
+CACHE_ELEMENTS = 2**20
 #: image problems with at most this many (pair x position-pair) entries are computed in
 #: one block: planning (a probe through the whole network) and threads cost more there
 SMALL_PROBLEM = 2**18
