@@ -89,9 +89,15 @@ def test_mirror_and_chunks():
     a = torch.randn(300, 300)
     m = _native.mirror_upper(a)
     assert torch.equal(m, a.triu() + a.triu(1).T)
+    b = a.clone().numpy()                              # in place, below the diagonal only
+    _native._kernels().mirror_upper(b, b, True, 0, 300)
+    assert torch.equal(torch.from_numpy(b), m)
     torch.set_num_threads(2)
-    spans = _native._chunks(1000, 10**6, upper=True)
+    spans = _native._chunks(1000, 10**6, triangle="upper")
     work = [sum(1000 - i for i in range(lo, hi)) for lo, hi in spans]
+    assert spans[0][0] == 0 and spans[-1][1] == 1000 and max(work) / min(work) < 1.01
+    spans = _native._chunks(1000, 10**6, triangle="lower")
+    work = [sum(i for i in range(lo, hi)) for lo, hi in spans]
     assert spans[0][0] == 0 and spans[-1][1] == 1000 and max(work) / min(work) < 1.01
 
 

@@ -17,7 +17,7 @@ are one loop that LLVM vectorises: ``theta`` comes from a branch-free reduction 
 by 4 ulp exactly as in :func:`widelimit.kernels.rules._math.angle`.
 
 The loops release the GIL, so image blocks and kernel tiles on the thread pool of
-:func:`widelimit.scale.blocking.parallel_map` run in parallel; a large call outside it
+:func:`widelimit.scale.threads.parallel_map` run in parallel; a large call outside it
 splits its rows over torch's thread count.
 
 Used for CPU float32 / float64 tensors that need no gradient, when numba is installed
@@ -92,20 +92,23 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return _state["pool"]
 
 
-def _chunks(rows: int, size: int, upper: bool = False) -> list[tuple[int, int]]:
-    """Row ranges of equal work, one per thread; with ``upper`` row i has ``rows - i``
-    entries, so the boundaries are at ``rows (1 - sqrt(1 - t / parts))``."""
+def _chunks(rows: int, size: int, triangle: str = "") -> list[tuple[int, int]]:
+    """Row ranges of equal work, one per thread.  ``triangle="upper"``: row i has
+    ``rows - i`` entries, so the boundaries are at ``rows (1 - sqrt(1 - t / parts))``;
+    ``"lower"``: row i has i entries, boundaries at ``rows sqrt(t / parts)``."""
     threads = torch.get_num_threads()
     parts = 1 if size < PARALLEL_FROM or threads < 2 else min(threads, rows)
-    if upper:
+    if triangle == "upper":
         cuts = [round(rows * (1 - math.sqrt(1 - t / parts))) for t in range(parts + 1)]
+    elif triangle == "lower":
+        cuts = [round(rows * math.sqrt(t / parts)) for t in range(parts + 1)]
     else:
         cuts = [round(rows * t / parts) for t in range(parts + 1)]
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def _run(fn, rows: int, size: int, *args, upper: bool = False) -> None:
-    spans = _chunks(rows, size, upper)
+def _run(fn, rows: int, size: int, *args, triangle: str = "") -> None:
+    spans = _chunks(rows, size, triangle)
     if len(spans) == 1:
         fn(*args, 0, rows)
         return
@@ -116,10 +119,19 @@ def _np(t: Tensor):
     return t.detach().contiguous().numpy()
 
 
+def _params(abrelu: Optional[tuple[float, float]], affine: Sequence[float],
+            dtype: torch.dtype) -> list[float]:
+    """The parameter row of the loops: ``(f, ab, shrink, alpha, beta, gamma, delta, eps, pi,
+    relu?)`` for ``ABRelu(*abrelu)`` (or no nonlinearity) after ``affine``."""
+    a, b = (0.0, 0.0) if abrelu is None else abrelu
+    return [(b - a) ** 2 / (2 * math.pi), a * b, 1.0 - 4 * torch.finfo(dtype).eps, *affine,
+            math.pi, 0.0 if abrelu is None else 1.0]
+
+
 def mirror_upper(a: Tensor) -> Tensor:
     """A new (N, N) tensor: ``a`` on and above the diagonal, ``a.T`` below it."""
     out = torch.empty(a.shape, dtype=a.dtype)
-    _run(_kernels().mirror_upper, a.shape[0], a.numel(), _np(a), out.numpy())
+    _run(_kernels().mirror_upper, a.shape[0], a.numel(), _np(a), out.numpy(), False)
     return out
 
 
@@ -130,7 +142,6 @@ def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     gamma, delta, eps)`` (module docstring); ``v1``, ``v2`` broadcast against ``nngp``
     and are the variances *after* the affine map.  New tensors; the inputs are unchanged.
     ``upper`` (an (N, N) kernel with ``Kernel.upper``): entries below the diagonal are 0."""
-    a, b = ab_params
     loops = _kernels()
     if ntk is not None and ntk.ndim == 0:        # e.g. the zero NTK of the raw inputs
         alpha, beta, gamma, delta, eps = affine
@@ -138,23 +149,11 @@ def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     else:
         ntk_scalar = False
     dtype = nngp.dtype
-    f = (b - a) ** 2 / (2 * math.pi)
-    shrink = 1.0 - 4 * torch.finfo(dtype).eps
-    params = torch.tensor([f, a * b, shrink, *affine, math.pi], dtype=dtype).numpy()
+    params = torch.tensor(_params(ab_params, affine, dtype), dtype=dtype).numpy()
     has_ntk = ntk is not None
-    if nngp.ndim == 2 and v1.shape == (nngp.shape[0], 1) and v2.shape == (1, nngp.shape[1]):
-        out = torch.empty(nngp.shape, dtype=dtype)
-        out_ntk = None if ntk is None else torch.empty(nngp.shape, dtype=dtype)
-        x = _np(nngp)
-        k = x if ntk is None or ntk_scalar else _np(torch.broadcast_to(ntk, nngp.shape))
-        o, ok = out.numpy(), (out if out_ntk is None else out_ntk).numpy()
-        # vector inputs: rows i and columns j, variances v1[i] and v2[j]
-        _run(loops.abrelu_rows, x.shape[0], x.size, x, k, _np(v1).reshape(-1), _np(v2).reshape(-1),
-             o, ok, params, has_ntk, upper, upper=upper)
-        return out, out_ntk
-    # any other layout: elementwise in nngp's own memory order (a permuted einsum result
-    # is not copied), in rows of at least ROW entries (short rows do not vectorise)
-    order = _memory_order(nngp)
+    # elementwise in nngp's own memory order (a permuted einsum result is not copied; an
+    # upper-triangle kernel keeps its own order, in which "upper" is defined)
+    order = list(range(nngp.ndim)) if upper else _memory_order(nngp)
     x = nngp.detach().permute(order).contiguous()
     out = torch.empty(x.shape, dtype=dtype)
     out_ntk = None if ntk is None else torch.empty(x.shape, dtype=dtype)
@@ -163,13 +162,15 @@ def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     split = _outer_split(v1.permute(order).shape,
                          v2.permute(order).shape) if v1.ndim == nngp.ndim == v2.ndim else None
     if split is not None:
-        # memory order (x1's axes..., x2's axes...): v1 v2 is an outer product, as for vectors
+        # memory order (x1's axes..., x2's axes...): v1 v2 is an outer product (vector
+        # inputs: rows i and columns j, variances v1[i] and v2[j])
         m1 = math.prod(x.shape[:split])
         two = (lambda t: t.contiguous().numpy().reshape(m1, -1))
         _run(loops.abrelu_rows, m1, x.numel(), two(x), two(k), _np(v1.permute(order)).reshape(-1),
              _np(v2.permute(order)).reshape(-1), two(out), two(out if out_ntk is None else out_ntk),
-             params, has_ntk, False)
+             params, has_ntk, upper, triangle="upper" if upper else "")
         return out.permute(back), None if out_ntk is None else out_ntk.permute(back)
+    # otherwise: v1 v2 spelled out, in rows of at least ROW entries (short rows do not vectorise)
     p = torch.broadcast_to(v1 * v2, nngp.shape).permute(order)
     cols = 1
     for n in reversed(x.shape):
@@ -220,17 +221,12 @@ def chain_pass(nngp: Tensor, ntk: Optional[Tensor], layers: Sequence[tuple],
     loops = _kernels()
     dtype = nngp.dtype
     n1, n2 = nngp.shape
-    shrink = 1.0 - 4 * torch.finfo(dtype).eps
-    # the row layout of abrelu_rows: (f, ab, shrink, alpha, beta, gamma, delta, eps, pi, relu?)
-    prm = torch.zeros((len(layers), 10), dtype=torch.float64)
+    prm = torch.tensor([_params(abrelu, affine, dtype) for affine, abrelu, _, _ in layers],
+                       dtype=torch.float64)
     v1s = torch.zeros((len(layers), n1), dtype=dtype)
     v2s = torch.zeros((len(layers), n2), dtype=dtype)
-    for i, (affine, abrelu, v1, v2) in enumerate(layers):
-        prm[i, 3:8] = torch.tensor(affine, dtype=torch.float64)
-        prm[i, 2], prm[i, 8] = shrink, math.pi
+    for i, (_, abrelu, v1, v2) in enumerate(layers):
         if abrelu is not None:
-            a, b = abrelu
-            prm[i, 0], prm[i, 1], prm[i, 9] = (b - a) ** 2 / (2 * math.pi), a * b, 1.0
             v1s[i], v2s[i] = v1.reshape(-1), v2.reshape(-1)
     x = _np(nngp)
     out = nngp if overwrite and nngp.is_contiguous() else torch.empty((n1, n2), dtype=dtype)
@@ -238,10 +234,11 @@ def chain_pass(nngp: Tensor, ntk: Optional[Tensor], layers: Sequence[tuple],
     k0 = float(ntk) if ntk is not None and ntk.ndim == 0 else math.nan
     k = x if ntk is None or ntk.ndim == 0 else _np(torch.broadcast_to(ntk, nngp.shape))
     _run(loops.chain_rows, n1, out.numel(), x, k, k0, _np(v1s), _np(v2s), prm.to(dtype).numpy(),
-         out.numpy(), out_ntk.numpy(), ntk is not None, upper, upper=upper)
+         out.numpy(), out_ntk.numpy(), ntk is not None, upper, triangle="upper" if upper else "")
     if upper:       # complete the fresh outputs in place (no second (N, N) allocation)
         for t in (out, out_ntk) if ntk is not None else (out,):
-            _run(loops.fill_lower, n1, t.numel(), t.numpy(), upper=True)
+            arr = t.numpy()
+            _run(loops.mirror_upper, n1, t.numel(), arr, arr, True, triangle="lower")
     return out, None if ntk is None else out_ntk
 
 

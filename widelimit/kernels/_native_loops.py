@@ -72,12 +72,18 @@ def _theta_overload(y, x):
 
 
 @njit(inline="always", **{k: v for k, v in FLAGS.items() if k != "cache"})
+def _affine(x, k, alpha, beta, gamma, delta, eps):
+    """The affine map before the dual: (nngp, ntk) -> (alpha x + beta, gamma x + delta k + eps)."""
+    return alpha * x + beta, gamma * x + delta * k + eps
+
+
+@njit(inline="always", **{k: v for k, v in FLAGS.items() if k != "cache"})
 def _entry(x, k, p, f, ab, shrink, alpha, beta, gamma, delta, eps, pi, zero):
     """One kernel entry: (T, ntk') from the input nngp ``x``, ntk ``k`` and ``p = v1 v2``."""
-    c = alpha * x + beta
+    c, kc = _affine(x, k, alpha, beta, gamma, delta, eps)
     d = math.sqrt(max(p * shrink - c * c, zero))
     pm = pi - theta(d, c)
-    return f * (d + pm * c) + ab * c, (gamma * x + delta * k + eps) * (f * pm + ab)
+    return f * (d + pm * c) + ab * c, kc * (f * pm + ab)
 
 
 @njit(inline="always", **{k: v for k, v in FLAGS.items() if k != "cache"})
@@ -121,8 +127,7 @@ def _affine_row(x, k, prm, out, out_ntk):
     """One row through an affine map only: ``alpha x + beta``, ``gamma x + delta k + eps``."""
     alpha, beta, gamma, delta, eps = prm[0], prm[1], prm[2], prm[3], prm[4]
     for j in range(x.shape[0]):
-        out[j] = alpha * x[j] + beta
-        out_ntk[j] = gamma * x[j] + delta * k[j] + eps
+        out[j], out_ntk[j] = _affine(x[j], k[j], alpha, beta, gamma, delta, eps)
 
 
 @njit(**FLAGS)
@@ -165,29 +170,17 @@ def chain_rows(x, k, k0, v1, v2, prm, out, out_ntk, has_ntk, upper, r0, r1):
 
 
 @njit(**FLAGS)
-def fill_lower(a, r0, r1):
-    """In place: rows r0..r1 of ``a`` below the diagonal from its upper triangle, in
-    32 x 32 blocks (reads of columns r0..r1 above the diagonal only)."""
-    b = 32
-    for i0 in range(r0, r1, b):
-        i1 = min(i0 + b, r1)
-        for j0 in range(0, i1, b):
-            j1 = min(j0 + b, i1)
-            for i in range(i0, i1):
-                for j in range(j0, min(j1, i)):
-                    a[i, j] = a[j, i]
-
-
-@njit(**FLAGS)
-def mirror_upper(a, out, r0, r1):
+def mirror_upper(a, out, lower_only, r0, r1):
     """Rows r0..r1 of ``out``: ``a`` on and above the diagonal, its transpose below, in
-    32 x 32 blocks (a transposed read is a cache miss per entry otherwise)."""
+    32 x 32 blocks (a transposed read is a cache miss per entry otherwise).  With
+    ``lower_only`` only the entries below the diagonal are written: ``out`` may be ``a``
+    itself (completing an upper triangle in place)."""
     n = a.shape[0]
     b = 32
     for i0 in range(r0, r1, b):
         i1 = min(i0 + b, r1)
-        for j0 in range(0, n, b):
+        for j0 in range(0, i1 if lower_only else n, b):
             j1 = min(j0 + b, n)
             for i in range(i0, i1):
-                for j in range(j0, j1):
+                for j in range(j0, min(j1, i) if lower_only else j1):
                     out[i, j] = a[i, j] if j >= i else a[j, i]
