@@ -218,8 +218,8 @@ class Layer:
                 factors_only=factors_only and ma is None and mb is None))
             return [remask(ki) for ki in k] if isinstance(k, (list, tuple)) else remask(k)
 
-        from widelimit.scale.blocking import (SMALL_PROBLEM, BudgetTooSmall, run_blocked,
-                                              run_tiles, single_thread)
+        from widelimit.scale.blocking import SMALL_PROBLEM, BudgetTooSmall, run_blocked, run_tiles
+        from widelimit.scale.threads import single_thread
         k = None
         if (not diagonal_spatial or spatial_blocking) and not masked:
             k = spatial.maybe_spatial_kernel(self, t1, t2, max_memory, spatial_blocking)

@@ -82,7 +82,7 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
         Cholesky gains little from a second thread, two of them at once nearly 2x."""
         todo = [g for g in sorted(gs) if g not in factors]
         if len(todo) > 1 and y.device.type == "cpu":
-            from widelimit.scale.blocking import parallel_map
+            from widelimit.scale.threads import parallel_map
             parallel_map(lambda g: factor(g).factorize(), todo, y.device)
 
     def ktd(g: str, k_test_train: Any) -> Tensor:

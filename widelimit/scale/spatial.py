@@ -48,9 +48,10 @@ from widelimit.layers.pool import GlobalAvgPool
 from widelimit.layers.combinators import Serial
 from widelimit.scale.bands import index_axis
 from widelimit.scale.blocking import (LIVE_TENSORS, PeakBytes, _fmt, _slices, mirror_lower,
-                                      parallel_map, resolve_budget)
+                                      resolve_budget)
 from widelimit.scale.chain import (Band, Step, as_cov, build_steps, diag_variances, make_band,
                                    peak_numel, run_band, split_architecture)
+from widelimit.scale.threads import parallel_map
 
 __all__ = ["spatial_kernel", "maybe_spatial_kernel", "check_option", "supports", "budget_hint"]
 
