@@ -5,13 +5,15 @@ Errors name the offending argument and say what was expected.
 """
 from __future__ import annotations
 
+import functools
+from collections import namedtuple
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_input", "check_finite_input", "to_output", "check_positive", "parse_bytes",
+__all__ = ["as_input", "check_finite_input", "kernels_tuple", "to_output", "check_positive", "parse_bytes",
            "gram"]
 
 
@@ -53,6 +55,13 @@ def check_finite_input(x: Tensor, name: str) -> None:
     if not all_finite(x):
         raise ValueError(f"`{name}` contains NaN or inf values (to mark padding, pass "
                          f"`mask_constant=float('nan')` or a boolean `mask`).")
+
+
+@functools.lru_cache(maxsize=None)
+def kernels_tuple(names: tuple) -> type:
+    """The namedtuple class ``Kernels`` with fields ``names`` (made once per tuple of
+    names: building a namedtuple class costs about 0.1 ms)."""
+    return namedtuple("Kernels", names)
 
 
 def to_output(x: Any, was_numpy: bool) -> Any:

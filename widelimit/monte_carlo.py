@@ -13,13 +13,12 @@ per-sample kernels (``return_samples=True``) give its standard error.
 """
 from __future__ import annotations
 
-from collections import namedtuple
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from widelimit._tensors import to_output
+from widelimit._tensors import kernels_tuple, to_output
 from widelimit.empirical import empirical_nngp, empirical_ntk
 from widelimit.layers.base import Get, Layer, canonical_get, prepare_masked_inputs
 
@@ -75,7 +74,7 @@ def monte_carlo_kernel_fn(net: Layer, n_samples: int, width: Optional[int] = Non
         values = {n: (v if return_samples else v.mean(0)) for n, v in stacked.items()}
         if isinstance(get, str):
             return to_output(values[get], was_numpy)
-        return to_output(namedtuple("Kernels", names)(*(values[n] for n in names)), was_numpy)
+        return to_output(kernels_tuple(tuple(names))(*(values[n] for n in names)), was_numpy)
 
     return kernel_fn
 

@@ -177,3 +177,78 @@ def test_abrelu_pass_in_memory_order_of_permuted_kernels(dtype):
         for a, b in zip(got, want):
             assert torch.equal(a, b)
         assert torch.allclose(got[0].double(), t, rtol=0, atol=3e-6 * t.abs().max())
+
+
+POOL_NETS = {
+    # attention on raw tokens: the kernel comes out in the (x1, p, x2, q) layout of a product
+    "attention": (lambda: L.serial(
+        L.GlobalSelfAttention(16, 16, 16, 2, W_key_std=1.1, W_value_std=1.2, W_query_std=0.9,
+                              W_out_std=1.0), L.Relu(), L.GlobalAvgPool(), L.Dense(1)), (7, 6, 5)),
+    # 2-D images: (x1, x2, h, h', w, w') in memory, spatial pairs interleaved
+    "cnn_sum": (lambda: L.serial(
+        L.Conv(6, (3, 3), padding="SAME", W_std=1.5, b_std=0.05), L.Relu(),
+        L.Conv(6, (2, 3), padding="SAME", W_std=1.3, b_std=0.1), L.LeakyRelu(-0.3),
+        L.GlobalSumPool(), L.Dense(1)), (5, 3, 5, 4)),
+    "conv1d_abs": (lambda: L.serial(
+        L.Conv(6, (3,), padding="CIRCULAR", W_std=1.4, b_std=0.2), L.Abs(), L.GlobalAvgPool()),
+     (6, 2, 9)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POOL_NETS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nonlinearity_then_global_pool_equals_torch_rules(name, dtype, torch_rules, monkeypatch):
+    """Rectifier + global pooling in one native pass (fused.native_pool), x1 against
+    itself (half the pairs, mirrored) and against x2, against the separate torch rules."""
+    build, shape = POOL_NETS[name]
+    net = build()
+    g = torch.Generator().manual_seed(4)
+    x1 = torch.randn(*shape, generator=g, dtype=dtype)
+    x2 = torch.randn(3, *shape[1:], generator=g, dtype=dtype)
+    x1[4] = x1[1]                                   # a duplicated input: a collinear pair
+    calls = []
+    real = _native.abrelu_pool
+    monkeypatch.setattr(_native, "abrelu_pool", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    kw = dict(get=("nngp", "ntk"), diagonal_spatial=False)
+    got = [net.kernel_fn(x1, **kw), net.kernel_fn(x1, x2, **kw)]
+    assert [c["symmetric"] for c in calls] == [True, False]
+    with torch_rules:
+        want = [net.kernel_fn(x1, **kw), net.kernel_fn(x1, x2, **kw)]
+    # the collinear pair: sqrt(v1 v2 - c^2) of a cancelled radicand turns rounding
+    # differences of 1e-16 into ~1e-10 there; elsewhere the two agree to ~1e-15
+    tol = 1e-9 if dtype == torch.float64 else 2e-6
+    for g_, w_ in zip(got, want):
+        for a, b in zip(g_, w_):
+            assert a.dtype == dtype and a.shape == b.shape
+            assert ((a - b).abs().max() / b.abs().max()).item() < tol
+    nngp, ntk = got[0]
+    assert torch.equal(nngp, nngp.T) and torch.equal(ntk, ntk.T)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_abrelu_pool_in_every_memory_order(dtype):
+    """The pooled sums of one kernel stored as (a, b, p, q), as (a, p, b, q) (a product of
+    factors) and in an order the loop does not take (copied): all equal the sum of the
+    torch dual's (T, T_dot ntk) over the positions."""
+    g = torch.Generator().manual_seed(5)
+    f = torch.randn(5, 7, 4, generator=g, dtype=dtype)                  # (N, P, C)
+    c_apbq = torch.einsum("apc,bqc->apbq", f, f) / 4
+    d = torch.einsum("apc,apc->ap", f, f) / 4
+    v1, v2 = d[:, None, :, None], d[None, :, None, :]
+    c = c_apbq.permute(0, 2, 1, 3)                                       # (a, b, p, q) view
+    ntk = (1.5 * c + 0.2).contiguous()
+    t, t_dot = abrelu_dual(0.0, 1.0)(c.double(), v1.double(), v2.double(), True)
+    want = (t.sum((2, 3)), (t_dot * ntk.double()).sum((2, 3)))
+    # float32 against a float64 reference: at p = q of a = b the radicand v1 v2 - c^2
+    # cancels, and its float32 rounding (1e-7) becomes ~3e-4 of that one entry's delta
+    tol = 1e-13 if dtype == torch.float64 else 2e-5
+    for layout in (c, c.contiguous(), c.permute(2, 0, 1, 3).contiguous().permute(1, 2, 0, 3)):
+        for symmetric in (False, True):
+            got = _native.abrelu_pool((0.0, 1.0), layout, ntk, v1, v2, symmetric=symmetric)
+            for a, b in zip(got, want):
+                assert a.dtype == dtype
+                assert ((a.double() - b).abs().max() / b.abs().max()).item() < tol
+    # without an NTK, and with the zero NTK of raw inputs folded into the affine map
+    assert _native.abrelu_pool((0.0, 1.0), c, None, v1, v2)[1] is None
+    zero = _native.abrelu_pool((0.0, 1.0), c, torch.zeros((), dtype=dtype), v1, v2)[1]
+    assert torch.equal(zero, torch.zeros_like(zero))

@@ -7,7 +7,6 @@ Lee et al., "Deep Neural Networks as Gaussian Processes", ICLR 2018).
 """
 from __future__ import annotations
 
-import collections
 from typing import Any, Callable, Sequence
 
 import torch
@@ -15,7 +14,7 @@ from torch import Tensor, nn
 
 from widelimit.empirical._axes import OutAxes
 from widelimit.empirical._blocks import check_block_size
-from widelimit._tensors import parse_bytes
+from widelimit._tensors import kernels_tuple, parse_bytes
 from widelimit.empirical._model import ModelFn, as_tensor, eval_mode
 from widelimit.empirical.ntk import _as_impl, empirical_ntk
 
@@ -135,6 +134,6 @@ def empirical_kernel_fn(model: nn.Module, trace_axes: Sequence[int] | int = (-1,
                                        max_memory=max_memory, **forward_kwargs)
         if single:
             return out[gets[0]]
-        return collections.namedtuple("Kernels", gets)(**out)
+        return kernels_tuple(tuple(gets))(**out)
 
     return kernel_fn

@@ -143,11 +143,7 @@ def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     and are the variances *after* the affine map.  New tensors; the inputs are unchanged.
     ``upper`` (an (N, N) kernel with ``Kernel.upper``): entries below the diagonal are 0."""
     loops = _kernels()
-    if ntk is not None and ntk.ndim == 0:        # e.g. the zero NTK of the raw inputs
-        alpha, beta, gamma, delta, eps = affine
-        affine, ntk_scalar = (alpha, beta, gamma, 0.0, eps + delta * float(ntk)), True
-    else:
-        ntk_scalar = False
+    affine, ntk_scalar = _fold_scalar_ntk(affine, ntk)
     dtype = nngp.dtype
     params = torch.tensor(_params(ab_params, affine, dtype), dtype=dtype).numpy()
     has_ntk = ntk is not None
@@ -181,6 +177,72 @@ def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     _run(loops.abrelu_flat, x.numel() // cols, x.numel(), flat(x), flat(k), flat(p), flat(out),
          flat(out if out_ntk is None else out_ntk), params, has_ntk)
     return out.permute(back), None if out_ntk is None else out_ntk.permute(back)
+
+
+def _fold_scalar_ntk(affine: Sequence[float], ntk: Optional[Tensor]) -> tuple[tuple, bool]:
+    """A 0-d ``ntk`` (e.g. the zero NTK of the raw inputs) folded into the affine map's
+    constant ``eps``; and whether it was."""
+    if ntk is None or ntk.ndim:
+        return tuple(affine), False
+    alpha, beta, gamma, delta, eps = affine
+    return (alpha, beta, gamma, 0.0, eps + delta * float(ntk)), True
+
+
+def abrelu_pool(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tensor],
+                v1: Tensor, v2: Tensor, symmetric: bool = False,
+                affine: Sequence[float] = (1.0, 0.0, 0.0, 1.0, 0.0)) -> tuple[Tensor, Optional[Tensor]]:
+    """``ABRelu(a, b)`` of a full-spatial kernel, then the sum over all position pairs:
+    ``(sum T, sum ntk')``, each (N1, N2), without forming the (N1, N2, S1, S1', ...)
+    results (a nonlinearity followed by global pooling).
+
+    ``nngp`` / ``ntk``: (N1, N2, S1, S1', ..., Sk, Sk') (interleaved spatial axes); ``v1``,
+    ``v2``: the variances from :func:`widelimit.kernels.state.pair_variances`.  Works in
+    ``nngp``'s memory order when its batch axes come first, or when it is (x1, its
+    positions, x2, its positions) (a product of factors); otherwise it is copied.
+    ``symmetric`` (x1 is x2, so each kernel is symmetric under swapping the inputs
+    together with their positions): only pairs b >= a are computed."""
+    loops = _kernels()
+    affine, _ = _fold_scalar_ntk(affine, ntk)
+    has_ntk = ntk is not None
+    dtype = nngp.dtype
+    n1, n2 = nngp.shape[:2]
+    sp1, sp2 = list(range(2, nngp.ndim, 2)), list(range(3, nngp.ndim, 2))
+    order = _memory_order(nngp)
+    pos1, pos2 = order[1:1 + len(sp1)], order[2 + len(sp1):]
+    interleaved = (order[0] == 0 and order[1 + len(sp1)] == 1 and sorted(pos1) == sp1
+                   and sorted(pos2) == sp2 and len(sp1) > 0)
+    if not interleaved and order[:2] != [0, 1]:
+        order = list(range(nngp.ndim))
+    x = nngp.detach().permute(order).contiguous()
+    shape = x.shape
+    if interleaved:
+        p, q = math.prod(shape[1:1 + len(sp1)]), math.prod(shape[2 + len(sp1):])
+        x = x.reshape(n1, p, n2, q)
+        # v1: (N1, 1, S1, 1, ...) -> (N1, P, 1) in x1's position order; v2 likewise
+        w1 = v1.reshape(n1, *(v1.shape[i] for i in sp1)).permute(0, *[sp1.index(i) + 1 for i in pos1])
+        w2 = v2.reshape(n2, *(v2.shape[i] for i in sp2)).permute(0, *[sp2.index(i) + 1 for i in pos2])
+        w1, w2 = w1.reshape(n1, p, 1), w2.reshape(n2, 1, q)
+    else:
+        cols = 1
+        for n in reversed(shape[2:]):
+            if cols >= 64:
+                break
+            cols *= n
+        x = x.reshape(n1, n2, -1, cols)
+        full1 = (n1, 1) + tuple(nngp.shape[2:])
+        full2 = (1, n2) + tuple(nngp.shape[2:])
+        w1 = torch.broadcast_to(v1, full1).permute(order).reshape(n1, -1, cols)
+        w2 = torch.broadcast_to(v2, full2).permute(order).reshape(n2, -1, cols)
+    k = x
+    if has_ntk and ntk.ndim:
+        k = ntk.detach().permute(order).contiguous().reshape(x.shape)
+    params = torch.tensor(_params(ab_params, affine, dtype), dtype=dtype).numpy()
+    out = torch.empty((n1, n2), dtype=dtype)
+    out_ntk = torch.empty((n1, n2), dtype=dtype)
+    _run(loops.abrelu_pool, n1, x.numel(), x.numpy(), k.numpy(), _np(w1.to(dtype)), _np(w2.to(dtype)),
+         params, has_ntk, interleaved, symmetric and n1 == n2, out.numpy(), out_ntk.numpy(),
+         triangle="upper" if symmetric and n1 == n2 else "")
+    return out, out_ntk if has_ntk else None
 
 
 def _outer_split(shape1: tuple, shape2: tuple) -> Optional[int]:
@@ -242,4 +304,4 @@ def chain_pass(nngp: Tensor, ntk: Optional[Tensor], layers: Sequence[tuple],
     return out, None if ntk is None else out_ntk
 
 
-__all__ = ["abrelu_pass", "chain_pass", "applies", "available", "get_native", "mirror_upper", "set_native"]
+__all__ = ["abrelu_pass", "abrelu_pool", "chain_pass", "applies", "available", "get_native", "mirror_upper", "set_native"]

@@ -184,3 +184,73 @@ def mirror_upper(a, out, lower_only, r0, r1):
             for i in range(i0, i1):
                 for j in range(j0, min(j1, i) if lower_only else j1):
                     out[i, j] = a[i, j] if j >= i else a[j, i]
+
+
+@njit(**FLAGS)
+def abrelu_pool(x, k, w1, w2, prm, has_ntk, interleaved, symmetric, out, out_ntk, r0, r1):
+    """Rows r0..r1 of ``out[a, b]`` (and ``out_ntk``): the sum over all position pairs of
+    ABRelu's ``(T, ntk')`` for the input pair (a, b) (the nonlinearity, then global pooling).
+
+    ``interleaved``: ``x`` is (N1, R, N2, C), the layout (x1, p, x2, q) of a product of
+    factors, with variance products ``w1[a, r, 0] * w2[b, 0, c]``; a row ``x[a, r]``
+    covers every b, and is summed into per-(b, c) lanes.  Otherwise ``x`` is
+    (N1, N2, R, C) with ``w1[a, r, c] * w2[b, r, c]``, summed into C lanes.  The lanes
+    are added up at the end (vectorised sums, no reassociation).  ``symmetric`` (x1 is
+    x2): only b >= a is computed, and mirrored."""
+    n2 = out.shape[1]
+    c = x.shape[3]
+    zero = prm[2] - prm[2]
+    one = prm[2] / prm[2]
+    width = n2 * c if interleaved else c
+    buf = np.empty((5, width), dtype=x.dtype)
+    t, tk, acc, acck, p = buf[0], buf[1], buf[2], buf[3], buf[4]
+    for a in range(r0, r1):
+        s = a if symmetric else 0
+        if interleaved:
+            m = (n2 - s) * c
+            v2 = w2.reshape(-1)[s * c:]
+            for j in range(m):
+                acc[j] = zero
+                acck[j] = zero
+            for r in range(x.shape[1]):
+                _row(x[a, r].reshape(-1)[s * c:], k[a, r].reshape(-1)[s * c:], v2, w1[a, r, 0],
+                     t[:m], tk[:m], prm, has_ntk)
+                _accumulate(acc, acck, t, tk, m, has_ntk)
+            for b in range(s, n2):
+                _finish(out, out_ntk, a, b, acc[(b - s) * c:(b - s + 1) * c],
+                        acck[(b - s) * c:(b - s + 1) * c], zero, symmetric)
+            continue
+        for b in range(s, n2):
+            for j in range(c):
+                acc[j] = zero
+                acck[j] = zero
+            for r in range(x.shape[2]):
+                wa, wb = w1[a, r], w2[b, r]
+                for j in range(c):
+                    p[j] = wa[j] * wb[j]
+                _row(x[a, b, r], k[a, b, r], p, one, t, tk, prm, has_ntk)
+                _accumulate(acc, acck, t, tk, c, has_ntk)
+            _finish(out, out_ntk, a, b, acc, acck, zero, symmetric)
+
+
+@njit(inline="always", **{k: v for k, v in FLAGS.items() if k != "cache"})
+def _accumulate(acc, acck, t, tk, m, has_ntk):
+    for j in range(m):
+        acc[j] += t[j]
+    if has_ntk:
+        for j in range(m):
+            acck[j] += tk[j]
+
+
+@njit(inline="always", **{k: v for k, v in FLAGS.items() if k != "cache"})
+def _finish(out, out_ntk, a, b, acc, acck, zero, symmetric):
+    """``out[a, b]`` (and ``[b, a]``): the sum of the lanes ``acc``, ``acck``."""
+    s, sk = zero, zero
+    for j in range(acc.shape[0]):
+        s += acc[j]
+        sk += acck[j]
+    out[a, b] = s
+    out_ntk[a, b] = sk
+    if symmetric:
+        out[b, a] = s
+        out_ntk[b, a] = sk

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import namedtuple
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from widelimit._tensors import as_input, check_finite_input, to_output
+from widelimit._tensors import as_input, check_finite_input, kernels_tuple, to_output
 from widelimit.kernels import _native
 from widelimit.kernels.masking import remask
 from widelimit.kernels.state import Kernel, inputs_to_kernel
@@ -55,7 +54,7 @@ def select(k: Kernel, get: Get):
 
     if isinstance(get, str):
         return one(get)
-    return namedtuple("Kernels", names)(*(one(n) for n in names))
+    return kernels_tuple(tuple(names))(*(one(n) for n in names))
 
 
 def prepare_inputs(x1: Any, x2: Any) -> tuple[Tensor, Optional[Tensor], bool]:

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from widelimit.kernels.rules.fused import fused_dense_elementwise, native_chain
+from widelimit.kernels.rules.fused import fused_dense_elementwise, native_chain, native_pool
 from widelimit.kernels.rules.branching import fan_in_concat_rule, fan_in_prod_rule, fan_in_sum_rule
 from widelimit.kernels.masking import merge_masks
 from widelimit.kernels.state import Kernel
@@ -19,6 +19,7 @@ from widelimit.layers.base import Layer
 from widelimit.layers.dense import Dense
 from widelimit.layers.masking import SerialModule, forward_masked
 from widelimit.layers.nonlinear import Nonlinearity
+from widelimit.layers.pool import GlobalAvgPool
 
 
 def _check_layers(layers: Sequence, who: str) -> tuple[Layer, ...]:
@@ -53,6 +54,11 @@ class Serial(Layer):
                 fused = fused_dense_elementwise(k, layer, nxt)   # one compiled pass, if it applies
                 if fused is not None:
                     k, i = fused, i + 2
+                    continue
+            if isinstance(k, Kernel) and isinstance(layer, Nonlinearity) and isinstance(nxt, GlobalAvgPool):
+                pooled = native_pool(k, layer, nxt.average)      # summed as made, if it applies
+                if pooled is not None:
+                    k, i = pooled, i + 2
                     continue
             k = layer.apply_kernel(k)
             i += 1

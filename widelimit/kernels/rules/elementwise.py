@@ -4,6 +4,8 @@ from __future__ import annotations
 import types
 from typing import Callable
 
+import torch
+
 from widelimit.kernels import _compile, _native
 from widelimit.kernels.state import Kernel, pair_variances, self_variances
 
@@ -52,7 +54,13 @@ def elementwise_rule(k: Kernel, dual: Callable, name: str, pair: bool = True) ->
     else:
         nngp, t_dot = dual(k.nngp, v1, v2, True)
         ntk = t_dot * k.ntk
-    cov1 = dual(k.cov1, *self_variances(k, k.cov1), False)[0]
+    if pair and k.x1_is_x2:
+        # x1 against itself: cov1 *is* the batch diagonal of the new nngp, bit for bit
+        # (evaluated apart, a transcendental may round differently in a vectorised loop
+        # and its scalar tail)
+        cov1 = torch.diagonal(nngp, 0, 0, 1).movedim(-1, 0).clone()
+    else:
+        cov1 = dual(k.cov1, *self_variances(k, k.cov1), False)[0]
     cov2 = None if k.cov2 is None else dual(k.cov2, *self_variances(k, k.cov2), False)[0]
     return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from widelimit.kernels import _compile, _native
 from widelimit.kernels.rules.affine import dense_coefficients, dense_pair
 from widelimit.kernels.rules.elementwise import elementwise_rule, native_rule, unique_code
+from widelimit.kernels.rules.pool import global_pool_rule
 from widelimit.kernels.state import Kernel, pair_variances
 
 _FNS: dict[tuple, Callable] = {}
@@ -100,3 +101,22 @@ def native_chain(k: Kernel, pairs: Sequence) -> Optional[tuple[Kernel, int]]:
         return None
     nngp, ntk = _native.chain_pass(k.nngp, k.ntk, plan, k.upper, overwrite=k.scratch)
     return state.replace(nngp=nngp, ntk=ntk, upper=False, scratch=False), used   # complete
+
+
+def native_pool(k: Kernel, nonlinearity, average: bool) -> Optional[Kernel]:
+    """``GlobalAvgPool`` (``average``) or ``GlobalSumPool`` of ``nonlinearity(k)`` for a
+    full-spatial kernel in one native pass (:func:`widelimit.kernels._native.abrelu_pool`):
+    the (N1, N2, S1, S1', ...) results are summed as they are made, never stored, and for
+    x1 against itself only half of the input pairs are visited.  None when that does not
+    apply (masks, no native loop for this nonlinearity, a state the rules would reject).
+    The variances and flags come from the layers' own rules, as for the chains above."""
+    if not k.n_spatial or k.diagonal_spatial or k.upper or not k.is_gaussian \
+            or k.mask1 is not None or k.mask2 is not None:
+        return None
+    native = getattr(nonlinearity.dual(), "native", None)
+    if native is None or not _native.applies(k.nngp, k.ntk, k.cov1, k.cov2):
+        return None
+    v1, v2 = pair_variances(k)
+    ke = native_rule(k, native, v1, v2, (1.0, 0.0, 0.0, 1.0, 0.0), pair=False)
+    sums = _native.abrelu_pool(native, k.nngp, k.ntk, v1, v2, symmetric=k.x1_is_x2)
+    return global_pool_rule(ke, average, sums=sums)
