@@ -5,6 +5,15 @@ NNGP and NTK kernels of composable architectures, empirical kernels of any
 """
 __version__ = "0.1.0"
 
+import os as _os
+
+# SciPy's OpenBLAS (BLAS syrk / trmm, widelimit._tensors and widelimit.predict) keeps its
+# worker threads spinning for about 2^28 cycles after each call; on a few cores they then
+# compete with torch's threads for the next operations (predictions on 2 cores: 190 ms
+# with this, 250-320 ms without).  Let them sleep at once, unless the user chose a value.
+# OpenBLAS reads it when SciPy's BLAS is first loaded (not at `import widelimit` itself).
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 from widelimit import layers  # noqa: E402
 from widelimit.kernels import Kernel  # noqa: E402
 from widelimit.empirical import empirical_ntk, empirical_nngp, empirical_kernel_fn, linearize, taylor_expand, NtkImplementation  # noqa: E402

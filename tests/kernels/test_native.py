@@ -85,13 +85,23 @@ def test_abrelu_pass_equals_torch_dual(dtype, ab):
     assert torch.equal(up.triu(), full.triu()) and not up.tril(-1).any() and not up_ntk.tril(-1).any()
 
 
-def test_mirror_and_chunks():
-    a = torch.randn(300, 300)
+@pytest.mark.parametrize("n", [1, 7, 9, 300, 1001])
+def test_mirror_upper(n):
+    a = torch.randn(n, n)
     m = _native.mirror_upper(a)
     assert torch.equal(m, a.triu() + a.triu(1).T)
     b = a.clone().numpy()                              # in place, below the diagonal only
-    _native._kernels().mirror_upper(b, b, True, 0, 300)
+    _native._kernels().mirror_upper(b, b, True, 0, n)
     assert torch.equal(torch.from_numpy(b), m)
+    # row ranges that do not start on a band of 8 rows write those rows and nothing else
+    mid = min(n // 2 + 5, n)
+    for r0, r1 in ((0, n // 3), (n // 3, mid), (mid, n)):
+        out = torch.zeros(n, n)
+        _native._kernels().mirror_upper(a.numpy(), out.numpy(), False, r0, r1)
+        assert torch.equal(out[r0:r1], m[r0:r1]) and not out[:r0].any() and not out[r1:].any()
+
+
+def test_chunks():
     torch.set_num_threads(2)
     spans = _native._chunks(1000, 10**6, triangle="upper")
     work = [sum(1000 - i for i in range(lo, hi)) for lo, hi in spans]

@@ -33,6 +33,18 @@ def test_gp_inference_matches_direct_solve(problem):
     assert gp("ntk", ktd).shape == (6, 2)
 
 
+def test_ntk_covariance_from_the_nngp_factor_equals_the_direct_form(problem):
+    """With the NNGP in the same call the NTK covariance is the NNGP posterior plus a Gram
+    matrix (gp._posterior_cov); alone it is T^T (K T - 2 K_dt) + K_tt.  Both exactly
+    symmetric, equal to float64 rounding."""
+    gp = predict.gp_inference(problem["kd"], problem["y"], diag_reg=1e-3)
+    both = gp(("nngp", "ntk"), problem["ktd"], problem["ktt"]).ntk.covariance
+    alone = gp("ntk", problem["ktd"], problem["ktt"]).covariance
+    assert torch.equal(both, both.T) and torch.equal(alone, alone.T)
+    torch.testing.assert_close(both, alone, rtol=1e-9, atol=1e-11)
+    assert not torch.equal(both, alone)          # the two forms were both taken
+
+
 def test_ensemble_at_infinity_is_gp_inference(problem):
     ens = predict.gradient_descent_mse_ensemble(problem["net"], problem["x"], problem["y"],
                                                 diag_reg=1e-3)

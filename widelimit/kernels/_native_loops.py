@@ -171,19 +171,28 @@ def chain_rows(x, k, k0, v1, v2, prm, out, out_ntk, has_ntk, upper, r0, r1):
 
 @njit(**FLAGS)
 def mirror_upper(a, out, lower_only, r0, r1):
-    """Rows r0..r1 of ``out``: ``a`` on and above the diagonal, its transpose below, in
-    32 x 32 blocks (a transposed read is a cache miss per entry otherwise).  With
+    """Rows r0..r1 of ``out``: ``a`` on and above the diagonal, its transpose below.  With
     ``lower_only`` only the entries below the diagonal are written: ``out`` may be ``a``
-    itself (completing an upper triangle in place)."""
+    itself (completing an upper triangle in place).
+
+    Below the diagonal, bands of 8 rows are filled column by column from contiguous
+    reads of ``a``'s rows: each written cache line stays in L1 until it is full.  (This
+    was 2x faster than 32 x 32 blocks on AVX-512 and AVX2, whose stride of N rows hit
+    the same cache sets at N = 2000 and 4000.)"""
     n = a.shape[0]
-    b = 32
+    b = 8
     for i0 in range(r0, r1, b):
         i1 = min(i0 + b, r1)
-        for j0 in range(0, i1 if lower_only else n, b):
-            j1 = min(j0 + b, n)
+        for j in range(i0):                  # columns left of the band's diagonal block
+            row = a[j]
             for i in range(i0, i1):
-                for j in range(j0, min(j1, i) if lower_only else j1):
-                    out[i, j] = a[i, j] if j >= i else a[j, i]
+                out[i, j] = row[i]
+        for i in range(i0, i1):              # the diagonal block, and the upper part
+            for j in range(i0, i):
+                out[i, j] = a[j, i]
+            if not lower_only:
+                for j in range(i, n):
+                    out[i, j] = a[i, j]
 
 
 @njit(**FLAGS)

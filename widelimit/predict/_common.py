@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from widelimit._tensors import all_finite, check_positive
+from widelimit._tensors import all_finite, check_positive, syrk_upper
 
 __all__ = ["Gaussian", "StudentT", "SingularKernelWarning", "Factor", "as_kernel", "as_targets",
            "as_times", "check_kernel_pair", "check_diag_reg", "check_learning_rate", "get_attr",
@@ -147,6 +147,25 @@ def make_result(out: dict, names: tuple[str, ...], single: bool):
     return namedtuple("Gaussians", names)(*(out[g] for g in names))
 
 
+def _blas(t: Tensor, name: str):
+    """SciPy's BLAS routine ``name`` for ``t``'s dtype (``strmm`` / ``dtrmm``), or None
+    where it does not apply (not a CPU float32 / float64 tensor without gradient)."""
+    if (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
+            or (torch.is_grad_enabled() and t.requires_grad)):
+        return None
+    from scipy.linalg import blas
+    return getattr(blas, ("s" if t.dtype == torch.float32 else "d") + name)
+
+
+def gram_rows(x: Tensor) -> Tensor:
+    """``x @ x.T``, exactly symmetric: BLAS ``syrk`` (half a GEMM) mirrored on CPU."""
+    up = syrk_upper(x)
+    if up is None:
+        g = x @ x.T
+        return 0.5 * (g + g.T)
+    return up + up.triu(1).T
+
+
 class Factor:
     """Cached factorisations of ``A + reg * I`` for a symmetric PSD train-train kernel ``A``.
 
@@ -163,6 +182,7 @@ class Factor:
         if a.shape[0] != a.shape[1]:
             raise ValueError(f"`{name}` must be square (N, N), got shape {tuple(a.shape)}.")
         reg = diag_reg if absolute else diag_reg * float(torch.diagonal(a).mean())
+        self.reg = reg
         if reg:      # A + reg I: one copy, the diagonal updated in place (no (N, N) identity)
             self.a = a.clone()
             self.a.diagonal().add_(reg)
@@ -198,14 +218,26 @@ class Factor:
     def null_count(self) -> int:
         return int(self.eigh()[2].sum())
 
-    def whiten(self, b: Tensor) -> Optional[Tensor]:
-        """``L^{-1} b`` for the Cholesky factor ``A + reg I = L L^T`` (so that
-        ``b^T (A + reg I)^{-1} b = (L^{-1} b)^T (L^{-1} b)``: one triangular solve instead
-        of two), or None when ``A`` is treated as singular (pseudo-inverse)."""
+    def whiten_rows(self, b: Tensor) -> Optional[Tensor]:
+        """``b L^{-T} = (L^{-1} b^T)^T`` for rows ``b`` (M, N) and the Cholesky factor
+        ``A + reg I = L L^T`` (so that ``b (A + reg I)^{-1} b^T`` is the Gram matrix of the
+        result: one triangular solve instead of two; from the right, so that ``b`` is
+        not transposed into a copy), or None when ``A`` is treated as singular."""
         self._factorize()
         if self._chol is None:
             return None
-        return torch.linalg.solve_triangular(self._chol, b, upper=False)
+        return torch.linalg.solve_triangular(self._chol.T, b, upper=True, left=False)
+
+    def chol_t_times(self, b: Tensor) -> Tensor:
+        """``L^T b`` (N, M) for the Cholesky factor (which must exist): BLAS ``trmm`` on
+        CPU, half the work of a GEMM."""
+        lt, tr = self._chol.T, _blas(b, "trmm")
+        if tr is None:
+            return lt @ b
+        # C-ordered L is Fortran L^T (upper) and C-ordered b Fortran b^T: b^T L = (L^T b)^T
+        out = tr(1.0, self._chol.detach().numpy().T, b.detach().contiguous().numpy().T,
+                 side=1, lower=0, trans_a=1)
+        return torch.from_numpy(out).T
 
     def factorize(self) -> None:
         """Cholesky now (else on first use); a singular kernel switches to the eigenbasis."""
@@ -230,7 +262,9 @@ class Factor:
                 self._warn(int(null.sum()))
             inv = torch.where(null, torch.zeros_like(evals), 1.0 / torch.where(null, 1.0, evals))
             return evecs @ (inv.unsqueeze(-1) * (evecs.T @ b))
-        return torch.cholesky_solve(b, self._chol)
+        # two triangular solves: torch.cholesky_solve copies the (N, N) factor on every call
+        y = torch.linalg.solve_triangular(self._chol, b, upper=False)
+        return torch.linalg.solve_triangular(self._chol.T, y, upper=True)
 
     def phi(self, t: Tensor, normalization: int, *, kind: str) -> Tensor:
         """(T, N) functions of the eigenvalues at times ``t`` (already times learning rate).
