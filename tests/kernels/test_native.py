@@ -233,6 +233,8 @@ def test_nonlinearity_then_global_pool_equals_torch_rules(name, dtype, torch_rul
             assert ((a - b).abs().max() / b.abs().max()).item() < tol
     nngp, ntk = got[0]
     assert torch.equal(nngp, nngp.T) and torch.equal(ntk, ntk.T)
+    k = net.kernel_fn(x1, diagonal_spatial=False)          # cov1: the diagonal, bit for bit
+    assert torch.equal(k.cov1, k.nngp.diagonal())
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -26,6 +26,7 @@ the rules stay in torch.  Compiled loops are cached on disk by numba.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -128,6 +129,12 @@ def _params(abrelu: Optional[tuple[float, float]], affine: Sequence[float],
             math.pi, 0.0 if abrelu is None else 1.0]
 
 
+@functools.lru_cache(maxsize=256)
+def _param_row(abrelu: Optional[tuple[float, float]], affine: tuple, dtype: torch.dtype):
+    """:func:`_params` as a NumPy row of ``dtype``, made once per layer (read only by the loops)."""
+    return torch.tensor(_params(abrelu, affine, dtype), dtype=dtype).numpy()
+
+
 def mirror_upper(a: Tensor) -> Tensor:
     """A new (N, N) tensor: ``a`` on and above the diagonal, ``a.T`` below it."""
     out = torch.empty(a.shape, dtype=a.dtype)
@@ -145,7 +152,7 @@ def abrelu_pass(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     loops = _kernels()
     affine, ntk_scalar = _fold_scalar_ntk(affine, ntk)
     dtype = nngp.dtype
-    params = torch.tensor(_params(ab_params, affine, dtype), dtype=dtype).numpy()
+    params = _param_row(ab_params, tuple(affine), dtype)
     has_ntk = ntk is not None
     # elementwise in nngp's own memory order (a permuted einsum result is not copied; an
     # upper-triangle kernel keeps its own order, in which "upper" is defined)
@@ -236,7 +243,7 @@ def abrelu_pool(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     k = x
     if has_ntk and ntk.ndim:
         k = ntk.detach().permute(order).contiguous().reshape(x.shape)
-    params = torch.tensor(_params(ab_params, affine, dtype), dtype=dtype).numpy()
+    params = _param_row(ab_params, tuple(affine), dtype)
     out = torch.empty((n1, n2), dtype=dtype)
     out_ntk = torch.empty((n1, n2), dtype=dtype)
     _run(loops.abrelu_pool, n1, x.numel(), x.numpy(), k.numpy(), _np(w1.to(dtype)), _np(w2.to(dtype)),

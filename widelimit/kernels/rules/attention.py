@@ -163,7 +163,8 @@ def _linear(k: dict, kq: dict, masks: tuple, qk_var: float, ov_std, b_std, mecha
 
     ``factors`` ``(f1, f2)`` (N, P, C): the input kernel is f1[a] f2[b]^T (raw inputs), so
     G1[a] K[a, b] G2[b]^T = (G1 f1)[a] (G2 f2)[b]^T: one (N1 P, C) x (C, N2 P) product
-    instead of two batched products over all N1 N2 pairs."""
+    instead of two batched products over all N1 N2 pairs; the per-input covariances are
+    (G f)[a] (G f)[a]^T likewise."""
     g1 = attention_weights(kq["cov1"], qk_var, mechanism, masks[0])
     g2 = g1 if kq["cov2"] is None else attention_weights(kq["cov2"], qk_var, mechanism, masks[1])
     v = kq if val_pos_emb else k
@@ -172,15 +173,17 @@ def _linear(k: dict, kq: dict, masks: tuple, qk_var: float, ov_std, b_std, mecha
     o1 = g1 * ov2
     if factors is not None:
         z1, z2 = torch.matmul(o1, factors[0]), torch.matmul(g2, factors[1])
+        zg1 = z2 if v["cov2"] is None else torch.matmul(g1, factors[0])
         n1, p, c = z1.shape
         nngp = (z1.reshape(n1 * p, c) @ z2.reshape(-1, c).T).reshape(n1, p, -1, p).transpose(1, 2)
+        cov1 = torch.matmul(z1, zg1.transpose(1, 2))
+        cov2 = None if v["cov2"] is None else torch.matmul(z2 * ov2, z2.transpose(1, 2))
     else:
         nngp = _weigh(o1, v["nngp"], g2, True)
-    out = {"nngp": _plus_b2(nngp, b_std),
-           "cov1": _plus_b2(_weigh(o1, v["cov1"], g1, False), b_std),
-           "cov2": None if v["cov2"] is None else _plus_b2(_weigh(g2 * ov2, v["cov2"], g2, False),
-                                                           b_std),
-           "ntk": None}
+        cov1 = _weigh(o1, v["cov1"], g1, False)
+        cov2 = None if v["cov2"] is None else _weigh(g2 * ov2, v["cov2"], g2, False)
+    out = {"nngp": _plus_b2(nngp, b_std), "cov1": _plus_b2(cov1, b_std),
+           "cov2": None if cov2 is None else _plus_b2(cov2, b_std), "ntk": None}
     if v["ntk"] is not None:
         # OV^2 G ntk G'^T + b^2 + 2 (nngp' - b^2) = OV^2 G ntk G'^T + 2 nngp' - b^2
         ntk = out["nngp"] * 2 if b_std is None else torch.sub(out["nngp"] * 2, b_std * b_std)

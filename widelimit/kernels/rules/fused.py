@@ -81,13 +81,18 @@ def native_chain(k: Kernel, pairs: Sequence) -> Optional[tuple[Kernel, int]]:
     if (k.n_spatial or k.nngp.ndim != 2 or not _native.applies(k.nngp, k.ntk, k.cov1, k.cov2)
             or (k.ntk is not None and k.ntk.ndim not in (0, 2))):
         return None
-    plan, used, state = [], 0, k
+    run = []        # the layers the loop can take, before any kernel arithmetic
     for dense, nonlinearity in pairs:
         dual = None if nonlinearity is None else nonlinearity.dual()
         native = getattr(dual, "native", None)
         if (isinstance(dense.W_std, Tensor) or isinstance(dense.b_std, Tensor)
                 or (nonlinearity is not None and native is None)):
             break
+        run.append((dense, nonlinearity, dual, native))
+    if not any(native is not None for *_, native in run):
+        return None
+    plan, used, state = [], 0, k
+    for dense, nonlinearity, dual, native in run:
         kd = dense.apply_kernel(state, pair=False)
         affine = _coefficients(dense, state)
         if nonlinearity is None:
@@ -97,8 +102,6 @@ def native_chain(k: Kernel, pairs: Sequence) -> Optional[tuple[Kernel, int]]:
             plan.append((affine, native, kd.cov1, kd.cov1 if kd.cov2 is None else kd.cov2))
             state = elementwise_rule(kd, dual, type(nonlinearity).__name__, pair=False)
             used += 2
-    if not any(p[1] is not None for p in plan):
-        return None
     nngp, ntk = _native.chain_pass(k.nngp, k.ntk, plan, k.upper, overwrite=k.scratch)
     return state.replace(nngp=nngp, ntk=ntk, upper=False, scratch=False), used   # complete
 
@@ -117,6 +120,13 @@ def native_pool(k: Kernel, nonlinearity, average: bool) -> Optional[Kernel]:
     if native is None or not _native.applies(k.nngp, k.ntk, k.cov1, k.cov2):
         return None
     v1, v2 = pair_variances(k)
-    ke = native_rule(k, native, v1, v2, (1.0, 0.0, 0.0, 1.0, 0.0), pair=False)
-    sums = _native.abrelu_pool(native, k.nngp, k.ntk, v1, v2, symmetric=k.x1_is_x2)
+    nngp, ntk = _native.abrelu_pool(native, k.nngp, k.ntk, v1, v2, symmetric=k.x1_is_x2)
+    sums = {"nngp": nngp, "ntk": ntk}
+    if k.x1_is_x2:
+        # x1 against itself: each input's own pooled covariance is the batch diagonal of
+        # the pooled nngp (as after the torch duals, elementwise_rule), bit for bit
+        sums["cov1"] = torch.diagonal(nngp).clone()
+        ke = k.replace(is_gaussian=False)
+    else:
+        ke = native_rule(k, native, v1, v2, (1.0, 0.0, 0.0, 1.0, 0.0), pair=False)
     return global_pool_rule(ke, average, sums=sums)

@@ -90,15 +90,15 @@ def pool_rule(k: Kernel, window: Sequence[int], strides: Sequence[int], padding:
     return map_kernel(k, fn, shape1=shape(k.shape1), shape2=shape(k.shape2))
 
 
-def global_pool_rule(k: Kernel, average: bool, sums: Optional[tuple] = None) -> Kernel:
+def global_pool_rule(k: Kernel, average: bool, sums: Optional[dict] = None) -> Kernel:
     """GlobalAvgPool / GlobalSumPool: sum (or mean) over all pairs of positions.
 
     With masks (covariances already zero at masked positions) the mean is over the
     unmasked positions of each input: the pair sum is divided by c1 c2, the numbers of
-    unmasked positions (neural-tangents' masked ``mean_and_var``).  ``sums``: the
-    (N1, N2) sums of nngp and ntk over the position pairs when they are already known
-    (a fused nonlinearity and pooling, ``fused.native_pool``); ``k.nngp`` / ``k.ntk`` are
-    then not read.
+    unmasked positions (neural-tangents' masked ``mean_and_var``).  ``sums``: the sums
+    over the position pairs of some of ``nngp``, ``ntk``, ``cov1``, ``cov2`` (by name)
+    when they are already known (a fused nonlinearity and pooling, ``fused.native_pool``);
+    those fields of ``k`` are then not read.
     """
     if not k.n_spatial:
         raise ValueError(f"Global pooling needs spatial inputs, got shape {k.shape1}.")
@@ -117,18 +117,21 @@ def global_pool_rule(k: Kernel, average: bool, sums: Optional[tuple] = None) -> 
     c1 = counts(k.mask1)
     c2 = c1 if k.x1_is_x2 else counts(k.mask2)
 
-    def fn(mat: Tensor, batch_ndim: int, norm: Tensor) -> Tensor:
-        out = mat.sum(tuple(range(batch_ndim, mat.ndim)))
-        return out / norm if average else out
+    sums = sums or {}
+
+    def fn(name: str, batch_ndim: int, norm: Tensor) -> Optional[Tensor]:
+        mat = getattr(k, name)
+        if name in sums:
+            out = sums[name]
+        elif mat is None or mat.ndim == 0:       # no NTK, or the zero NTK of the inputs
+            return mat
+        else:
+            out = mat.sum(tuple(range(batch_ndim, mat.ndim)))
+        return out / norm if average and out is not None else out
 
     c12 = (c1[:, None] if c1.ndim else c1) * c2
-    if sums is not None:
-        nngp, ntk = (None if t is None else t / c12 if average else t for t in sums)
-    else:
-        nngp = fn(k.nngp, 2, c12)
-        ntk = k.ntk if k.ntk is None or k.ntk.ndim == 0 else fn(k.ntk, 2, c12)
-    return k.replace(nngp=nngp, ntk=ntk, cov1=fn(k.cov1, 1, c1 * c1),
-                     cov2=None if k.cov2 is None else fn(k.cov2, 1, c2 * c2),
+    return k.replace(nngp=fn("nngp", 2, c12), ntk=fn("ntk", 2, c12), cov1=fn("cov1", 1, c1 * c1),
+                     cov2=fn("cov2", 1, c2 * c2),
                      shape1=k.shape1[:2], shape2=k.shape2[:2], diagonal_spatial=True,
                      mask1=all_masked(k.mask1), mask2=all_masked(k.mask2))
 
