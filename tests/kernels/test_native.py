@@ -264,3 +264,33 @@ def test_abrelu_pool_in_every_memory_order(dtype):
     assert _native.abrelu_pool((0.0, 1.0), c, None, v1, v2)[1] is None
     zero = _native.abrelu_pool((0.0, 1.0), c, torch.zeros((), dtype=dtype), v1, v2)[1]
     assert torch.equal(zero, torch.zeros_like(zero))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("b_std", [None, 0.3])
+def test_attention_relu_pool_from_factor_rows(dtype, b_std, torch_rules, monkeypatch):
+    """Attention on raw inputs, ReLU and GlobalAvgPool of x1 against itself: F F^T by
+    syrk (upper triangle, diagonal blocks completed) and the maps to nngp' / ntk' inside
+    the pooled loop (fused.native_attention_pool), against the torch rules."""
+    net = L.serial(L.GlobalSelfAttention(32, 32, 32, 2, W_key_std=1.1, W_value_std=1.2,
+                                         W_query_std=0.9, W_out_std=1.0, b_std=b_std),
+                   L.Relu(), L.GlobalAvgPool(), L.Dense(1, W_std=1.5, b_std=0.05))
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(12, 16, 7, generator=g, dtype=dtype)          # 84 rows: syrk applies
+    affines = []
+    real = _native.abrelu_pool
+    monkeypatch.setattr(_native, "abrelu_pool",
+                        lambda *a, **kw: affines.append(kw["affine"]) or real(*a, **kw))
+    got = net.kernel_fn(x, get=("nngp", "ntk"))
+    b2 = 0.0 if b_std is None else b_std ** 2
+    assert affines == [(1.0, b2, 2.0, 0.0, b2)]                   # the factor-row path ran
+    with torch_rules:
+        want = net.kernel_fn(x, get=("nngp", "ntk"))
+    tol = 1e-13 if dtype == torch.float64 else 2e-6
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        assert ((a - b).abs().max() / b.abs().max()).item() < tol
+        assert torch.equal(a, a.T)
+    k = net.kernel_fn(x)
+    assert torch.equal(k.cov1, k.nngp.diagonal())
+    assert net.kernel_fn(x, get="nngp").shape == (12, 12)          # without an NTK

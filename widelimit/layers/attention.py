@@ -12,7 +12,7 @@ from torch.nn.parameter import UninitializedParameter
 
 from widelimit._tensors import check_positive
 from widelimit.kernels.rules.attention import (MECHANISMS, apply_mechanism, attention_rule,
-                                               positional_covariance)
+                                               factor_rows, factors_usable, positional_covariance)
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.masking import zero_masked
@@ -170,6 +170,14 @@ class GlobalSelfAttention(Layer):
                               n_chan_pos_emb=self.n_chan_pos_emb, W_pos_emb_std=self.W_pos_emb_std,
                               val_pos_emb=self.val_pos_emb, n_chan_out=self.n_chan_out,
                               linear_scaling=self.linear_scaling)
+
+    def factor_rows(self, k: Kernel) -> Optional[Tensor]:
+        """(N, P, C) rows F with nngp' = F F^T + b_std^2 (flattened positions) when the
+        input is x1 against itself given by its factors (``rules.attention.factor_rows``),
+        else None."""
+        if not (k.x1_is_x2 and factors_usable(k, self.linear_scaling, self.pos_emb_type)):
+            return None
+        return factor_rows(k, self.qk_std, self.ov_std, self.attention_mechanism)
 
     def build(self) -> nn.Module:
         return SelfAttentionModule(self)

@@ -11,7 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from widelimit.kernels.rules.fused import fused_dense_elementwise, native_chain, native_pool
+from widelimit.kernels.rules.fused import (fused_dense_elementwise, native_attention_pool,
+                                           native_chain, native_pool)
 from widelimit.kernels.rules.branching import fan_in_concat_rule, fan_in_prod_rule, fan_in_sum_rule
 from widelimit.kernels.masking import merge_masks
 from widelimit.kernels.state import Kernel
@@ -19,6 +20,7 @@ from widelimit.layers.base import Layer
 from widelimit.layers.dense import Dense
 from widelimit.layers.masking import SerialModule, forward_masked
 from widelimit.layers.nonlinear import Nonlinearity
+from widelimit.layers.attention import GlobalSelfAttention
 from widelimit.layers.pool import GlobalAvgPool
 
 
@@ -54,6 +56,13 @@ class Serial(Layer):
                 fused = fused_dense_elementwise(k, layer, nxt)   # one compiled pass, if it applies
                 if fused is not None:
                     k, i = fused, i + 2
+                    continue
+            after = self.layers[i + 2] if i + 2 < len(self.layers) else None
+            if (isinstance(k, Kernel) and isinstance(layer, GlobalSelfAttention)
+                    and isinstance(nxt, Nonlinearity) and isinstance(after, GlobalAvgPool)):
+                pooled = native_attention_pool(k, layer, nxt, after.average)  # from its factors
+                if pooled is not None:
+                    k, i = pooled, i + 3
                     continue
             if isinstance(k, Kernel) and isinstance(layer, Nonlinearity) and isinstance(nxt, GlobalAvgPool):
                 pooled = native_pool(k, layer, nxt.average)      # summed as made, if it applies

@@ -41,7 +41,8 @@ from widelimit.kernels.rules.affine import affine
 from widelimit.kernels.state import Kernel
 
 __all__ = ["to_flat", "from_flat", "positional_covariance", "apply_mechanism",
-           "attention_weights", "attention_rule", "MECHANISMS"]
+           "attention_weights", "attention_rule", "attention_output", "factor_rows",
+           "factors_usable", "MECHANISMS"]
 
 MECHANISMS: dict = {
     "SOFTMAX": lambda g: torch.softmax(g, -1),
@@ -193,6 +194,34 @@ def _linear(k: dict, kq: dict, masks: tuple, qk_var: float, ov_std, b_std, mecha
     return out
 
 
+def factors_usable(k: Kernel, linear_scaling: bool, pos_emb: str) -> bool:
+    """Whether the kernel is that of raw inputs given by their factors (``Kernel.input_factors``),
+    so that linear-scaling attention is a product of factors (see :func:`_linear`)."""
+    fac = k.input_factors
+    return (linear_scaling and fac is not None and fac[0] is k.nngp and pos_emb == "NONE"
+            and k.mask1 is None and k.mask2 is None and (k.ntk is None or k.ntk.ndim == 0))
+
+
+def factor_rows(k: Kernel, qk_var: float, ov_std, mechanism: str) -> Tensor:
+    """(N, P, C) rows F with OV_std^2 G K G^T = F F^T for x1 against itself on raw inputs
+    (:func:`factors_usable`): the attention output's nngp is F F^T + b_std^2."""
+    g = attention_weights(to_flat(k.cov1, 1), qk_var, mechanism)
+    return torch.matmul(g, k.input_factors[1]).mul_(ov_std)
+
+
+def attention_output(k: Kernel, out: dict, n_chan_out: int) -> Kernel:
+    """The state after attention from its outputs ``out`` with flattened positions
+    (nngp, ntk (N1, N2, P, P), cov1, cov2 (N, P, P); a 0-d or None ntk as it is)."""
+    spatial = tuple(k.shape1[2:])
+    ntk = out["ntk"]
+    return k.replace(nngp=from_flat(out["nngp"], 2, spatial),
+                     ntk=ntk if ntk is None or ntk.ndim == 0 else from_flat(ntk, 2, spatial),
+                     cov1=from_flat(out["cov1"], 1, spatial),
+                     cov2=None if out["cov2"] is None else from_flat(out["cov2"], 1, spatial),
+                     is_gaussian=True, is_input=False, shape1=(k.shape1[0], n_chan_out) + spatial,
+                     shape2=(k.shape2[0], n_chan_out) + spatial, input_factors=None)
+
+
 def attention_rule(k: Kernel, *, qk_var: float, ov_std, b_std, mechanism: str, pos_emb: str,
                    p_norm: float, decay_fn: Optional[Callable], n_chan_pos_emb: Optional[int],
                    W_pos_emb_std: float, val_pos_emb: bool, n_chan_out: int,
@@ -214,8 +243,7 @@ def attention_rule(k: Kernel, *, qk_var: float, ov_std, b_std, mechanism: str, p
     m1 = None if k.mask1 is None else k.mask1.flatten(1)
     m2 = m1 if k.x1_is_x2 else None if k.mask2 is None else k.mask2.flatten(1)
     fac = k.input_factors
-    usable = (linear_scaling and fac is not None and fac[0] is k.nngp and pos_emb == "NONE"
-              and m1 is None and m2 is None and (k.ntk is None or k.ntk.ndim == 0))
+    usable = factors_usable(k, linear_scaling, pos_emb)
     flat = {"nngp": None if usable else to_flat(k.nngp, 2), "cov1": to_flat(k.cov1, 1),
             "cov2": None if k.cov2 is None else to_flat(k.cov2, 1),
             "ntk": k.ntk if k.ntk is None or k.ntk.ndim == 0 else to_flat(k.ntk, 2)}
@@ -240,11 +268,4 @@ def attention_rule(k: Kernel, *, qk_var: float, ov_std, b_std, mechanism: str, p
         if flat["ntk"] is not None and flat["ntk"].ndim == 0:
             flat["ntk"] = kq["ntk"] = torch.zeros_like(flat["nngp"])
         out = _sqrt_identity(flat, kq, qk_var, ov_std, b_std, val_pos_emb, pos_emb != "NONE")
-    shape1 = (k.shape1[0], n_chan_out) + spatial
-    shape2 = (k.shape2[0], n_chan_out) + spatial
-    return k.replace(nngp=from_flat(out["nngp"], 2, spatial),
-                     ntk=None if out["ntk"] is None else from_flat(out["ntk"], 2, spatial),
-                     cov1=from_flat(out["cov1"], 1, spatial),
-                     cov2=None if out["cov2"] is None else from_flat(out["cov2"], 1, spatial),
-                     is_gaussian=True, is_input=False, shape1=shape1, shape2=shape2,
-                     input_factors=None)
+    return attention_output(k, out, n_chan_out)

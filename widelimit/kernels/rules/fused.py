@@ -17,9 +17,11 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from widelimit._tensors import syrk_upper
 from widelimit.kernels import _compile, _native
 from widelimit.kernels.rules.affine import dense_coefficients, dense_pair
 from widelimit.kernels.rules.elementwise import elementwise_rule, native_rule, unique_code
+from widelimit.kernels.rules.attention import attention_output
 from widelimit.kernels.rules.pool import global_pool_rule
 from widelimit.kernels.state import Kernel, pair_variances
 
@@ -106,13 +108,46 @@ def native_chain(k: Kernel, pairs: Sequence) -> Optional[tuple[Kernel, int]]:
     return state.replace(nngp=nngp, ntk=ntk, upper=False, scratch=False), used   # complete
 
 
-def native_pool(k: Kernel, nonlinearity, average: bool) -> Optional[Kernel]:
+def native_attention_pool(k: Kernel, attention, nonlinearity, average: bool) -> Optional[Kernel]:
+    """``GlobalSelfAttention``, a rectifier and global pooling of raw inputs against
+    themselves, from the attention's factor rows F (nngp' = F F^T + b^2, ntk' = 2 F F^T + b^2,
+    ``GlobalSelfAttention.factor_rows``): F F^T by BLAS ``syrk`` (half the product; the
+    pooled pass reads only pairs b >= a, which lie above the diagonal of the flattened
+    (N P, N P) matrix but for the lower halves of the diagonal blocks, filled in here), and
+    the affine maps to nngp' / ntk' inside :func:`native_pool`'s loop (neither is stored).
+    cov1' is the batch diagonal of nngp' (the diagonal blocks), as after the other rules;
+    the state is assembled by the attention rule's own ``attention_output``.  None when
+    this does not apply."""
+    if not k.x1_is_x2 or getattr(nonlinearity.dual(), "native", None) is None:
+        return None
+    f = attention.factor_rows(k)
+    if f is None or not _native.applies(f, k.cov1):
+        return None
+    n, p, c = f.shape
+    up = syrk_upper(f.reshape(n * p, c))
+    if up is None:
+        return None
+    blocks = up.view(n, p, n, p).diagonal(dim1=0, dim2=2).permute(2, 0, 1)   # (N, P, P) views
+    lower = torch.ones(p, p, dtype=torch.bool).tril_(-1)
+    blocks.copy_(torch.where(lower, blocks.transpose(1, 2), blocks))
+    b2 = 0.0 if attention.b_std is None else float(attention.b_std) ** 2
+    # F F^T stands in for nngp; the maps to nngp' and ntk' (from the inputs' zero NTK) are
+    # the loop's affine map
+    ka = attention_output(k, {"nngp": up.view(n, p, n, p).transpose(1, 2), "ntk": k.ntk,
+                              "cov1": blocks + b2, "cov2": None}, attention.n_chan_out)
+    return native_pool(ka, nonlinearity, average, affine=(1.0, b2, 2.0, 0.0, b2))
+
+
+def native_pool(k: Kernel, nonlinearity, average: bool,
+                affine: tuple = (1.0, 0.0, 0.0, 1.0, 0.0)) -> Optional[Kernel]:
     """``GlobalAvgPool`` (``average``) or ``GlobalSumPool`` of ``nonlinearity(k)`` for a
     full-spatial kernel in one native pass (:func:`widelimit.kernels._native.abrelu_pool`):
     the (N1, N2, S1, S1', ...) results are summed as they are made, never stored, and for
     x1 against itself only half of the input pairs are visited.  None when that does not
     apply (masks, no native loop for this nonlinearity, a state the rules would reject).
-    The variances and flags come from the layers' own rules, as for the chains above."""
+    The variances and flags come from the layers' own rules, as for the chains above.
+    ``affine``: the map from ``k.nngp`` / ``k.ntk`` to the pre-activation kernels (as in
+    ``abrelu_pass``; :func:`native_attention_pool`), whose variances ``k.cov1`` holds."""
     if not k.n_spatial or k.diagonal_spatial or k.upper or not k.is_gaussian \
             or k.mask1 is not None or k.mask2 is not None:
         return None
@@ -120,7 +155,8 @@ def native_pool(k: Kernel, nonlinearity, average: bool) -> Optional[Kernel]:
     if native is None or not _native.applies(k.nngp, k.ntk, k.cov1, k.cov2):
         return None
     v1, v2 = pair_variances(k)
-    nngp, ntk = _native.abrelu_pool(native, k.nngp, k.ntk, v1, v2, symmetric=k.x1_is_x2)
+    nngp, ntk = _native.abrelu_pool(native, k.nngp, k.ntk, v1, v2, symmetric=k.x1_is_x2,
+                                    affine=affine)
     sums = {"nngp": nngp, "ntk": ntk}
     if k.x1_is_x2:
         # x1 against itself: each input's own pooled covariance is the batch diagonal of
@@ -128,5 +164,5 @@ def native_pool(k: Kernel, nonlinearity, average: bool) -> Optional[Kernel]:
         sums["cov1"] = torch.diagonal(nngp).clone()
         ke = k.replace(is_gaussian=False)
     else:
-        ke = native_rule(k, native, v1, v2, (1.0, 0.0, 0.0, 1.0, 0.0), pair=False)
+        ke = native_rule(k, native, v1, v2, affine, pair=False)
     return global_pool_rule(ke, average, sums=sums)
