@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["as_input", "check_finite_input", "kernels_tuple", "to_output", "check_positive", "parse_bytes",
-           "gram"]
+           "gram", "gram_rows", "scipy_blas", "syrk_upper", "upper_to_full"]
 
 
 def as_input(x: Any, name: str, *, min_ndim: int = 2, check_finite: bool = True
@@ -130,7 +130,7 @@ def gram(a: Tensor, b: Tensor, symmetric: bool = False) -> Tensor:
     rows = [slice(i, min(i + step, n)) for i in range(0, n, step)]
     out = a.new_empty((n, n))
     for i, ri in enumerate(rows):
-        out[ri, ri] = _upper_to_lower(a[ri] @ a[ri].T)
+        out[ri, ri] = upper_to_full(a[ri] @ a[ri].T)
         for rj in rows[i + 1:]:
             blk = a[ri] @ a[rj].T
             out[ri, rj] = blk
@@ -138,19 +138,37 @@ def gram(a: Tensor, b: Tensor, symmetric: bool = False) -> Tensor:
     return out
 
 
-def syrk_upper(a: Tensor, alpha: float = 1.0) -> Optional[Tensor]:
-    """``alpha a @ a.T`` on and above the diagonal (below it: zeros) with BLAS ``syrk``, half the
-    work of a GEMM; None where that does not apply (not a CPU float32 / float64 tensor
-    without gradient, or fewer than 64 rows)."""
-    if (a.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64) or a.shape[0] < 64
-            or (torch.is_grad_enabled() and a.requires_grad)):
+def scipy_blas(t: Tensor, name: str):
+    """SciPy's BLAS routine ``name`` (``"syrk"``, ``"trmm"``) for ``t``'s dtype, or None
+    where it does not apply (not a CPU float32 / float64 tensor without gradient)."""
+    if (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
+            or (torch.is_grad_enabled() and t.requires_grad)):
         return None
     from scipy.linalg import blas
-    syrk = blas.ssyrk if a.dtype == torch.float32 else blas.dsyrk
+    return getattr(blas, ("s" if t.dtype == torch.float32 else "d") + name)
+
+
+def syrk_upper(a: Tensor, alpha: float = 1.0) -> Optional[Tensor]:
+    """``alpha a @ a.T`` on and above the diagonal (below it: zeros) with BLAS ``syrk``, half the
+    work of a GEMM; None where that does not apply (:func:`scipy_blas`, or fewer than 64 rows)."""
+    syrk = None if a.shape[0] < 64 else scipy_blas(a, "syrk")
+    if syrk is None:
+        return None
     at = a.detach().T.numpy()      # (d, n), Fortran-ordered when ``a`` is C-ordered: no copy
     # trans=1: at.T @ at = a @ a.T; Fortran upper triangle = C-ordered lower, hence the .T
     return torch.from_numpy(syrk(alpha, at, trans=1, lower=1)).T
 
 
-def _upper_to_lower(g: Tensor) -> Tensor:
-    return g.triu() + g.triu(1).T
+def gram_rows(x: Tensor) -> Tensor:
+    """``x @ x.T``, exactly symmetric: BLAS ``syrk`` (half a GEMM) mirrored on CPU."""
+    up = syrk_upper(x)
+    if up is None:
+        g = x @ x.T
+        return 0.5 * (g + g.T)
+    return upper_to_full(up)
+
+
+def upper_to_full(g: Tensor) -> Tensor:
+    """The (batch of) square matrices that agree with ``g`` on and above the diagonal and
+    are symmetric."""
+    return g.triu() + g.triu(1).mT

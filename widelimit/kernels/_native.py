@@ -246,9 +246,9 @@ def abrelu_pool(ab_params: tuple[float, float], nngp: Tensor, ntk: Optional[Tens
     params = _param_row(ab_params, tuple(affine), dtype)
     out = torch.empty((n1, n2), dtype=dtype)
     out_ntk = torch.empty((n1, n2), dtype=dtype)
-    _run(loops.abrelu_pool, n1, x.numel(), x.numpy(), k.numpy(), _np(w1.to(dtype)), _np(w2.to(dtype)),
-         params, has_ntk, interleaved, symmetric and n1 == n2, out.numpy(), out_ntk.numpy(),
-         triangle="upper" if symmetric and n1 == n2 else "")
+    symmetric = symmetric and n1 == n2
+    _run(loops.abrelu_pool, n1, x.numel(), x.numpy(), k.numpy(), _np(w1), _np(w2), params, has_ntk,
+         interleaved, symmetric, out.numpy(), out_ntk.numpy(), triangle="upper" if symmetric else "")
     return out, out_ntk if has_ntk else None
 
 

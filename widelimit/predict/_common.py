@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from widelimit._tensors import all_finite, check_positive, syrk_upper
+from widelimit._tensors import all_finite, check_positive, scipy_blas
 
 __all__ = ["Gaussian", "StudentT", "SingularKernelWarning", "Factor", "as_kernel", "as_targets",
            "as_times", "check_kernel_pair", "check_diag_reg", "check_learning_rate", "get_attr",
@@ -147,25 +147,6 @@ def make_result(out: dict, names: tuple[str, ...], single: bool):
     return namedtuple("Gaussians", names)(*(out[g] for g in names))
 
 
-def _blas(t: Tensor, name: str):
-    """SciPy's BLAS routine ``name`` for ``t``'s dtype (``strmm`` / ``dtrmm``), or None
-    where it does not apply (not a CPU float32 / float64 tensor without gradient)."""
-    if (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
-            or (torch.is_grad_enabled() and t.requires_grad)):
-        return None
-    from scipy.linalg import blas
-    return getattr(blas, ("s" if t.dtype == torch.float32 else "d") + name)
-
-
-def gram_rows(x: Tensor) -> Tensor:
-    """``x @ x.T``, exactly symmetric: BLAS ``syrk`` (half a GEMM) mirrored on CPU."""
-    up = syrk_upper(x)
-    if up is None:
-        g = x @ x.T
-        return 0.5 * (g + g.T)
-    return up + up.triu(1).T
-
-
 class Factor:
     """Cached factorisations of ``A + reg * I`` for a symmetric PSD train-train kernel ``A``.
 
@@ -231,7 +212,7 @@ class Factor:
     def chol_t_times(self, b: Tensor) -> Tensor:
         """``L^T b`` (N, M) for the Cholesky factor (which must exist): BLAS ``trmm`` on
         CPU, half the work of a GEMM."""
-        lt, tr = self._chol.T, _blas(b, "trmm")
+        lt, tr = self._chol.T, scipy_blas(b, "trmm")
         if tr is None:
             return lt @ b
         # C-ordered L is Fortran L^T (upper) and C-ordered b Fortran b^T: b^T L = (L^T b)^T

@@ -19,10 +19,10 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from widelimit._tensors import check_positive, to_output
+from widelimit._tensors import check_positive, gram_rows, to_output
 from widelimit.predict._common import (GP_GETS, Factor, Gaussian, StudentT, as_kernel, as_targets,
                                        canonical_get, check_diag_reg, check_kernel_pair,
-                                       get_attr, gram_rows, make_result)
+                                       get_attr, make_result)
 
 __all__ = ["gp_inference", "student_t_inference"]
 

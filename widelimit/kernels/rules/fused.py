@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from widelimit._tensors import syrk_upper
+from widelimit._tensors import syrk_upper, upper_to_full
 from widelimit.kernels import _compile, _native
 from widelimit.kernels.rules.affine import dense_coefficients, dense_pair
 from widelimit.kernels.rules.elementwise import elementwise_rule, native_rule, unique_code
@@ -128,8 +128,7 @@ def native_attention_pool(k: Kernel, attention, nonlinearity, average: bool) -> 
     if up is None:
         return None
     blocks = up.view(n, p, n, p).diagonal(dim1=0, dim2=2).permute(2, 0, 1)   # (N, P, P) views
-    lower = torch.ones(p, p, dtype=torch.bool).tril_(-1)
-    blocks.copy_(torch.where(lower, blocks.transpose(1, 2), blocks))
+    blocks.copy_(upper_to_full(blocks))
     b2 = 0.0 if attention.b_std is None else float(attention.b_std) ** 2
     # F F^T stands in for nngp; the maps to nngp' and ntk' (from the inputs' zero NTK) are
     # the loop's affine map
