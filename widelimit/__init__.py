@@ -29,6 +29,7 @@ from widelimit.parametrization import (  # noqa: E402
 )
 from widelimit import optim  # noqa: E402
 from widelimit import predict  # noqa: E402
+from widelimit import limits  # noqa: E402
 from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
     "empirical_ntk", "empirical_nngp", "empirical_kernel_fn", "linearize", "taylor_expand",
     "NtkImplementation",
     "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",
-    "optim", "predict", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
+    "optim", "predict", "limits", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
 ]
 
 

@@ -1,0 +1,19 @@
+"""Infinite-width training limits: the feature-learning (muP) limit next to the lazy
+(NTK / NNGP) limits, with finite networks that approach them.
+
+* :class:`MuPLimitLinear1LP`: the exact muP limit of a one-hidden-layer linear network
+  trained by SGD (Yang & Hu 2021, "Feature Learning in Infinite-Width Neural Networks").
+* :class:`NTKLimit`, :class:`NNGPLimit` (:class:`KernelLimit`): kernel gradient descent
+  with the analytic kernels of a ``widelimit.layers`` architecture.
+* :func:`mup_linear_1lp`, :func:`train_sgd`, :func:`initial_gram`: the finite muP
+  networks (``wl.parametrize(..., scheme="mup")``) trained on the same batches.
+
+See docs/limits.md for the equations.
+"""
+from widelimit.limits._common import DivergenceError, batch_schedule
+from widelimit.limits.finite import initial_gram, mup_linear_1lp, train_sgd
+from widelimit.limits.kernel import KernelLimit, NNGPLimit, NTKLimit
+from widelimit.limits.linear import LinearCoefficients, MuPLimitLinear1LP
+
+__all__ = ["MuPLimitLinear1LP", "LinearCoefficients", "KernelLimit", "NTKLimit", "NNGPLimit",
+           "DivergenceError", "batch_schedule", "mup_linear_1lp", "train_sgd", "initial_gram"]
