@@ -142,7 +142,7 @@ class MuPLimitLinear1LP:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {v!r}.")
         check_positive(input_var, "input_var")
-        check_positive(output_var, "output_var")
+        check_positive(output_var, "output_var", allow_zero=True)
         check_positive(divergence_factor, "divergence_factor")
         name = get_scheme(scheme).name
         if name not in _FEATURE_LEARNING:
