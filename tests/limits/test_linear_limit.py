@@ -160,3 +160,24 @@ def test_finite_builder_leaves_global_rng_alone():
     assert wl.get_registry(a).scheme.name == "mup"
     with pytest.raises(ValueError, match="base_width <= width"):
         mup_linear_1lp(D, K, 2, BASE)
+
+
+def test_zero_initialised_readout(data):
+    """readout_zero_init: V_0 = 0, the limit has output_var = 0; the recursion stays exact
+    and the finite nets converge (here f_0 = 0 at every width, so the error is smaller)."""
+    x, y = data
+    lim = MuPLimitLinear1LP(D, K, base_width=BASE, output_var=0.0).fit(x, y, 1.0, 6)
+    errs = []
+    for w in (256, 4096):
+        m = mup_linear_1lp(D, K, w, BASE, seed=7, dtype=torch.float64, readout_zero_init=True)
+        assert float(m[1].weight.detach().abs().max()) == 0.0
+        exact = MuPLimitLinear1LP(D, K, base_width=BASE, output_var=0.0).fit(
+            x, y, 1.0, 6, gram=initial_gram(m, BASE))
+        train_sgd(m, x, y, 1.0, 6)
+        with torch.no_grad():
+            out = m(x)
+        assert torch.allclose(out, exact.predict(x), rtol=0, atol=1e-12)
+        errs.append(float((out - lim.predict(x)).norm() / lim.predict(x).norm()))
+    assert errs[1] < 0.5 * errs[0] and errs[1] < 0.01, errs
+    with pytest.raises(ValueError, match=r"`gram` must be a \(9, 9\)"):
+        lim.fit(x, y, 1.0, 2, gram=torch.eye(4, dtype=torch.float64))

@@ -14,11 +14,12 @@ __all__ = ["mup_linear_1lp", "train_sgd", "initial_gram"]
 
 
 def mup_linear_1lp(d_in: int, d_out: int, width: int, base_width: int = 1, *, seed: int = 0,
-                   dtype: torch.dtype = torch.float32) -> nn.Sequential:
+                   dtype: torch.dtype = torch.float32, readout_zero_init: bool = False) -> nn.Sequential:
     """``nn.Sequential(Linear(d_in, width), Linear(width, d_out))`` without biases, PyTorch's
     default init drawn from ``seed`` (inside ``torch.random.fork_rng``: the global RNG is
     left as it was) and parametrized by ``wl.parametrize(..., scheme="mup")`` relative to
-    ``base_width``.  Train it with ``wl.optim.SGD(model, lr)``; its width -> infinity limit
+    ``base_width`` (``readout_zero_init``: the readout starts at 0, Tensor Programs V
+    Sec. D.2; its limit has ``output_var=0``).  Train it with ``wl.optim.SGD(model, lr)``; its width -> infinity limit
     is ``wl.limits.MuPLimitLinear1LP(d_in, d_out, base_width=base_width)``.
     """
     from widelimit.parametrization import parametrize
@@ -30,7 +31,7 @@ def mup_linear_1lp(d_in: int, d_out: int, width: int, base_width: int = 1, *, se
         model = nn.Sequential(nn.Linear(d_in, width, bias=False, dtype=dtype),
                               nn.Linear(width, d_out, bias=False, dtype=dtype))
     base = {"0.weight": (base_width, d_in), "1.weight": (d_out, base_width)}
-    return parametrize(model, base=base, scheme="mup")
+    return parametrize(model, base=base, scheme="mup", readout_zero_init=readout_zero_init)
 
 
 def initial_gram(model: nn.Sequential, base_width: int) -> Tensor:

@@ -126,7 +126,7 @@ class MuPLimitLinear1LP:
         input_var: ``d_in * Var(U_ij)`` (1/3 for PyTorch's default uniform init, 1 for
             ``N(0, 1/d_in)``).
         output_var: ``b * Var(V'_ij)`` of the base-relative readout (1/3 for PyTorch's
-            default init).
+            default init, 0 for a zero-initialised readout).
         scheme: ``"mup"`` (or ``"mf"``, identical for one hidden layer).  Other schemes
             have no feature-learning limit: use :class:`widelimit.limits.NTKLimit`.
         divergence_factor: fit raises :class:`DivergenceError` once the training loss
@@ -207,7 +207,7 @@ class MuPLimitLinear1LP:
         xt, yt, _ = check_xy(x, y, self.d_in, self.d_out)
         bs = check_lr_steps(lr, steps, batch_size, xt.shape[0])
         xt, yt = xt.double(), yt.double()
-        g = self.limit_gram() if gram is None else gram.double()
+        g = self.limit_gram() if gram is None else self._check_gram(gram)
         coef = LinearCoefficients.initial(g, self.d_in, self.d_out)
         lr_u, lr_v = self.learning_rates(float(lr))
         losses = [float(mse(coef.forward(xt), yt))]
@@ -218,6 +218,14 @@ class MuPLimitLinear1LP:
                 raise self._divergence(xt, yt, float(lr), step, losses, bs)
         self.coef_, self.loss_curve_ = coef, torch.tensor(losses, dtype=torch.float64)
         return self
+
+    def _check_gram(self, gram: Any) -> Tensor:
+        m = self.d_in + self.d_out
+        if not isinstance(gram, Tensor) or gram.shape != (m, m):
+            raise ValueError(f"`gram` must be a ({m}, {m}) tensor (d_in + d_out initial vectors), "
+                             f"got {type(gram).__name__} of shape {tuple(getattr(gram, 'shape', ()))}.")
+        check_x(gram, m, "gram")          # finite, floating point
+        return gram.double()
 
     def _divergence(self, x: Tensor, y: Tensor, lr: float, step: int, losses: list[float],
                     bs: Optional[int]) -> DivergenceError:
