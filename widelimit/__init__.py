@@ -30,6 +30,7 @@ from widelimit.parametrization import (  # noqa: E402
 from widelimit import optim  # noqa: E402
 from widelimit import predict  # noqa: E402
 from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402
+from widelimit import analysis  # noqa: E402
 
 __all__ = [
     "layers", "Kernel", "monte_carlo_kernel_fn",
@@ -37,6 +38,7 @@ __all__ = [
     "NtkImplementation",
     "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",
     "optim", "predict", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
+    "analysis",
 ]
 
 
