@@ -27,7 +27,7 @@ import torch
 from widelimit.analysis._checks import as_count, as_eigenvalues, as_float64
 from widelimit._tensors import check_positive
 
-__all__ = ["Eigenlearning", "solve_kappa", "eigenlearning", "LearningCurve", "target_coefficients",
+__all__ = ["Eigenlearning", "solve_kappa", "solve_effective_ridge", "check_n_ridge", "as_coefficients", "eigenlearning", "LearningCurve", "target_coefficients",
            "predict_learning_curve"]
 
 
@@ -39,36 +39,49 @@ def _root(f: Callable[[float], float], lo: float, hi: float) -> float:
     return float(np.exp(t))
 
 
-def solve_kappa(eigenvalues: Any, n: Any, ridge: float = 0.0) -> float:
-    """The effective regularisation ``kappa``: ``sum_i lambda_i/(lambda_i + kappa) + ridge/kappa = n``.
-
-    The left side decreases strictly in ``kappa``, so the root is unique; it lies in
-    ``[ridge/n, (sum_i lambda_i + ridge)/n]`` and is found by bracketing (Brent's method).
-    Returns ``0.0`` for ``ridge = 0`` when there are at most ``n`` positive eigenvalues (the
-    kernel cannot interpolate more: under-parametrised least squares). ``n`` may be
-    fractional (a continuous learning curve).
-    """
-    lam = as_eigenvalues(eigenvalues)
-    n = float(n)
-    if not np.isfinite(n) or n <= 0:
-        raise ValueError(f"`n` must be a positive number of samples, got {n}.")
-    check_positive(ridge, "ridge", allow_zero=True)
-    ridge = float(ridge)
-    f = lambda k: float(np.sum(lam / (lam + k))) + ridge / k - n  # noqa: E731
-    hi = (lam.sum() + ridge) / n
+def solve_effective_ridge(df: Callable[[float], float], n: float, ridge: float, n_modes: float,
+                          trace: float) -> float:
+    """Root ``kappa`` of ``df(kappa) + ridge / kappa = n`` for a decreasing ``df`` with
+    ``df(0+) = n_modes`` and ``df(kappa) <= trace / kappa``; the root lies in
+    ``[ridge / n, (trace + ridge) / n]``. ``0.0`` when ``ridge = 0`` and ``n >= n_modes``."""
+    f = lambda k: df(k) + ridge / k - n  # noqa: E731
+    hi = (trace + ridge) / n
     if ridge > 0:
         lo = ridge / n
         if f(hi) >= 0:  # only at round-off: f(hi) <= 0 holds exactly
             return hi
         return lo if f(lo) <= 0 else _root(f, lo, hi)
-    if np.count_nonzero(lam) <= n:
+    if n_modes <= n:
         return 0.0
     lo = hi
-    while f(lo) <= 0:  # sum_i lambda_i / (lambda_i + kappa) -> #positive > n as kappa -> 0
+    while f(lo) <= 0:  # df(kappa) -> n_modes > n as kappa -> 0
         lo /= 16.0
         if lo < 1e-300:
             raise ValueError("could not bracket kappa: the eigenvalues span too many decades.")
     return _root(f, lo, hi) if f(hi) < 0 else hi
+
+
+def check_n_ridge(n: Any, ridge: Any) -> tuple[float, float]:
+    n = float(n)
+    if not np.isfinite(n) or n <= 0:
+        raise ValueError(f"`n` must be a positive number of samples, got {n}.")
+    check_positive(ridge, "ridge", allow_zero=True)
+    return n, float(ridge)
+
+
+def solve_kappa(eigenvalues: Any, n: Any, ridge: float = 0.0) -> float:
+    """The effective regularisation ``kappa``: ``sum_i lambda_i/(lambda_i + kappa) + ridge/kappa = n``.
+
+    The left side decreases strictly in ``kappa``, so the root is unique; it lies in
+    ``[ridge/n, (sum_i lambda_i + ridge)/n]`` and is found by bracketing (Brent's method on
+    ``log kappa``). Returns ``0.0`` for ``ridge = 0`` when there are at most ``n`` positive
+    eigenvalues (the kernel cannot interpolate more: under-parametrised least squares).
+    ``n`` may be fractional (a continuous learning curve).
+    """
+    lam = as_eigenvalues(eigenvalues)
+    n, ridge = check_n_ridge(n, ridge)
+    df = lambda k: float(np.sum(lam / (lam + k)))  # noqa: E731
+    return solve_effective_ridge(df, n, ridge, np.count_nonzero(lam), float(lam.sum()))
 
 
 @dataclass(frozen=True)
@@ -97,7 +110,12 @@ class Eigenlearning:
     noise: float
 
 
-def _mean_sq(v: np.ndarray) -> np.ndarray:
+def as_coefficients(coefficients: Any, m: int) -> np.ndarray:
+    """Target eigen-coefficients as the per-mode mean square over outputs, ``(m,)``."""
+    v = as_float64(coefficients, "coefficients")
+    if v.ndim not in (1, 2) or v.shape[0] != m:
+        raise ValueError(f"`coefficients` must have shape ({m},) or ({m}, K) to match "
+                         f"the eigenvalues, got {v.shape}.")
     return v ** 2 if v.ndim == 1 else np.mean(v ** 2, axis=1)
 
 
@@ -115,10 +133,7 @@ def eigenlearning(eigenvalues: Any, coefficients: Any, n: Any, ridge: float = 0.
         noise: standard deviation of the label noise.
     """
     lam = as_eigenvalues(eigenvalues)
-    v = as_float64(coefficients, "coefficients")
-    if v.ndim not in (1, 2) or v.shape[0] != lam.size:
-        raise ValueError(f"`coefficients` must have shape ({lam.size},) or ({lam.size}, K) to match "
-                         f"the eigenvalues, got {v.shape}.")
+    v = as_coefficients(coefficients, lam.size)
     check_positive(noise, "noise", allow_zero=True)
     kappa = solve_kappa(lam, n, ridge)
     n = float(n)
@@ -128,7 +143,7 @@ def eigenlearning(eigenvalues: Any, coefficients: Any, n: Any, ridge: float = 0.
         L = lam / (lam + kappa)
     s2 = float(np.sum(L ** 2))
     e0 = np.inf if s2 >= n * (1 - 1e-12) else n / (n - s2)
-    bias_sum = float(np.sum((1.0 - L) ** 2 * _mean_sq(v)))
+    bias_sum = float(np.sum((1.0 - L) ** 2 * v))
     test = e0 * (bias_sum + float(noise) ** 2) if np.isfinite(e0) else np.inf
     train = 0.0 if kappa == 0.0 else (float(ridge) / (n * kappa)) ** 2 * test
     return Eigenlearning(kappa=kappa, learnabilities=L, overfitting_coefficient=e0, test_mse=test,
