@@ -33,3 +33,23 @@ def test_kip_digits(tmp_path):
     assert res["loss_last"] < res["loss_first"]
     assert 0.3 < res["kip_accuracy"] <= 1 and len(res["random_accuracy"]) == 2
     assert os.path.getsize(res["plot"]) > 2_000
+
+
+def test_ntk_spectrum(tmp_path):
+    mod = _load("ntk_spectrum")
+    res = mod.run(str(tmp_path), n=120, width=64, steps=30)
+    s = res["spectra"]
+    assert set(s) == {"analytic NTK", "empirical NTK, init", "empirical NTK, trained"}
+    assert all(0.3 < v["alpha"] < 3 and 0 < v["top10_label_energy"] <= 1 for v in s.values())
+    # training aligns the tangent kernel's top eigenvectors with the labels
+    assert s["empirical NTK, trained"]["top10_label_energy"] > s["empirical NTK, init"]["top10_label_energy"]
+    assert os.path.getsize(res["plot"]) > 5_000
+
+
+def test_learning_curve(tmp_path):
+    mod = _load("learning_curve")
+    res = mod.run(str(tmp_path), ns=(10, 40), seeds=range(2), n_test=100, n_pool=400)
+    for g in ("ntk", "nngp"):
+        assert max(res[g]["relative_error"]) < 0.3
+        assert res[g]["measured"][1] < res[g]["measured"][0]
+    assert os.path.getsize(res["plot"]) > 5_000
