@@ -1,0 +1,55 @@
+"""Smoke tests of the analysis examples (tiny settings)."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_nas_scores(tmp_path):
+    mod = _load("nas_scores")
+    names = ["mlp-1x8-relu", "mlp-1x128-relu", "mlp-3x8-tanh", "cnn-1x4"]
+    res = mod.run(str(tmp_path), steps=10, n_batch=16, names=names)
+    assert set(res["architectures"]) == set(names)
+    taus = res["kendall_tau"]
+    assert all(-1 <= t <= 1 for t in taus.values())
+    for r in res["architectures"].values():
+        assert 0 <= r["accuracy"] <= 1 and np.isfinite(r["log10_trace"]) and -1 <= r["lga"] <= 1
+    assert os.path.getsize(res["plot"]) > 5_000
+
+
+def test_kip_digits(tmp_path):
+    mod = _load("kip_digits")
+    res = mod.run(str(tmp_path), per_class=2, steps=5, batch_size=100, n_random=2)
+    assert res["loss_last"] < res["loss_first"]
+    assert 0.3 < res["kip_accuracy"] <= 1 and len(res["random_accuracy"]) == 2
+    assert os.path.getsize(res["plot"]) > 2_000
+
+
+def test_ntk_spectrum(tmp_path):
+    mod = _load("ntk_spectrum")
+    res = mod.run(str(tmp_path), n=120, width=64, steps=30)
+    s = res["spectra"]
+    assert set(s) == {"analytic NTK", "empirical NTK, init", "empirical NTK, trained"}
+    assert all(0.3 < v["alpha"] < 3 and 0 < v["top10_label_energy"] <= 1 for v in s.values())
+    # training aligns the tangent kernel's top eigenvectors with the labels
+    assert s["empirical NTK, trained"]["top10_label_energy"] > s["empirical NTK, init"]["top10_label_energy"]
+    assert os.path.getsize(res["plot"]) > 5_000
+
+
+def test_learning_curve(tmp_path):
+    mod = _load("learning_curve")
+    res = mod.run(str(tmp_path), ns=(10, 40), seeds=range(2), n_test=100, n_pool=400)
+    for g in ("ntk", "nngp"):
+        assert max(res[g]["relative_error"]) < 0.3
+        assert res[g]["measured"][1] < res[g]["measured"][0]
+    assert os.path.getsize(res["plot"]) > 5_000
