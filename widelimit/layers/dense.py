@@ -73,7 +73,8 @@ class DenseModule(nn.LazyLinear):
 
     cls_to_become = None
     mask_pointwise = True        # acts on each example (and position) separately
-    structured_kind = "linear"   # lets widelimit.empirical use the structured NTK for it
+    #: lets widelimit.empirical use the structured NTK for it (vector inputs; see __init__)
+    structured_kind: Optional[str] = "linear"
 
     def __init__(self, out_features: int, W_std: float, b_std: Optional[float],
                  parameterization: str, s: tuple[int, int], channel_axis: int = 1):
@@ -82,7 +83,7 @@ class DenseModule(nn.LazyLinear):
         self.channel_axis = channel_axis
         #: structured empirical NTKs (widelimit.empirical) read inputs and outputs as
         #: channels-last vectors: declared only once the module has met vector inputs
-        self.structured_kind: Optional[str] = "linear"
+        self.structured_kind = "linear"
         super().__init__(out_features * (s[1] if parameterization == "standard" else 1),
                          bias=b_std is not None)
 
