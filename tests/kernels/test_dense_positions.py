@@ -140,3 +140,20 @@ def test_errors():
     with pytest.raises(ValueError, match="not a channel axis"):
         L.Dense(3, channel_axis=5).kernel_fn(tok)
     assert "channel_axis=-1" in repr(L.Dense(3, channel_axis=-1))
+
+
+def test_empirical_ntk_of_dense_on_images():
+    """widelimit.empirical on the finite net (its structured derivatives are for vector
+    inputs only; per-position Dense falls back to Jacobians) equals the Jacobian contraction."""
+    import widelimit as wl
+    x1, x2 = images(3, (2, 3, 3), 1), images(2, (2, 3, 3), 2)
+    net = L.serial(L.Dense(8, W_std=1.3, b_std=0.1), L.Relu(), L.Dense(6, b_std=0.2),
+                   L.GlobalAvgPool(), L.Dense(2))
+    m = net.module((2, 3, 3), dtype=torch.float64, seed=4)
+    assert [mod.structured_kind for mod in m if hasattr(mod, "structured_kind")] == [None, None, "linear"]
+    got = wl.empirical_ntk(m, x1, x2)
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    j1 = torch.func.jacrev(lambda p, x: torch.func.functional_call(m, p, (x,)))(params, x1)
+    j2 = torch.func.jacrev(lambda p, x: torch.func.functional_call(m, p, (x,)))(params, x2)
+    ref = sum(torch.einsum("ao...,bo...->ab", j1[k].flatten(2), j2[k].flatten(2)) for k in params) / 2
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
