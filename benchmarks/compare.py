@@ -26,6 +26,10 @@ import argparse
 import fnmatch
 import json
 import os
+# opt in to widelimit's process-wide tuning (glibc malloc, OPENBLAS_THREAD_TIMEOUT) in this
+# process and its subprocesses, so numbers stay comparable across runs; WIDELIMIT_TUNE_RUNTIME=0
+# measures without (docs/benchmarks.md#runtime-tuning)
+os.environ.setdefault("WIDELIMIT_TUNE_RUNTIME", "1")
 import platform
 import statistics
 import subprocess

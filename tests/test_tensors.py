@@ -17,16 +17,21 @@ def test_symmetric_gram_matches_gemm_and_is_symmetric(n, d):
 
 
 def test_openblas_threads_sleep_after_calls_unless_the_user_chose():
-    """`import widelimit` sets OPENBLAS_THREAD_TIMEOUT (SciPy's BLAS threads would spin
-    against torch's) only when the user has not set it."""
+    """Opted in (WIDELIMIT_TUNE_RUNTIME=1), `import widelimit` sets OPENBLAS_THREAD_TIMEOUT
+    (SciPy's BLAS threads would spin against torch's) only when the user has not set it;
+    without opting in it leaves the variable alone."""
     import os
     import subprocess
     import sys
-    code = "import os, widelimit; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    code = "import os, widelimit; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_THREAD_TIMEOUT", "WIDELIMIT_TUNE_RUNTIME")}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     run = (lambda e: subprocess.run([sys.executable, "-c", code], env=e, capture_output=True,
                                     text=True, check=True).stdout.strip())
+    assert run(env) == "None"
+    assert run({**env, "WIDELIMIT_TUNE_RUNTIME": "0"}) == "None"
+    env["WIDELIMIT_TUNE_RUNTIME"] = "1"
     assert run(env) == "4"
     assert run({**env, "OPENBLAS_THREAD_TIMEOUT": "12"}) == "12"

@@ -5,14 +5,11 @@ NNGP and NTK kernels of composable architectures, empirical kernels of any
 """
 __version__ = "0.1.0"
 
-import os as _os
-
-# SciPy's OpenBLAS (BLAS syrk / trmm, widelimit._tensors and widelimit.predict) keeps its
-# worker threads spinning for about 2^28 cycles after each call; on a few cores they then
-# compete with torch's threads for the next operations (predictions on 2 cores: 190 ms
-# with this, 250-320 ms without).  Let them sleep at once, unless the user chose a value.
-# OpenBLAS reads it when SciPy's BLAS is first loaded (not at `import widelimit` itself).
-_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# Importing widelimit changes nothing in the host process; process-wide speed settings
+# (glibc malloc, OPENBLAS_THREAD_TIMEOUT) are opt-in: wl.config.tune_runtime() or
+# WIDELIMIT_TUNE_RUNTIME=1 (widelimit/config.py, docs/benchmarks.md#runtime-tuning).
+from widelimit import config  # noqa: E402
+config._from_environment()
 
 from widelimit import layers  # noqa: E402
 from widelimit.kernels import Kernel  # noqa: E402
@@ -34,7 +31,7 @@ from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402
 from widelimit import analysis  # noqa: E402
 
 __all__ = [
-    "layers", "Kernel", "monte_carlo_kernel_fn",
+    "config", "layers", "Kernel", "monte_carlo_kernel_fn",
     "empirical_ntk", "empirical_nngp", "empirical_kernel_fn", "linearize", "taylor_expand",
     "NtkImplementation",
     "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",

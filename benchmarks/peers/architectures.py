@@ -316,3 +316,59 @@ CONV_TRANSPOSE_APPLY_CASES = (((2, 2, 5, 4), (3, 2), (2, 1), "SAME"),
                               ((2, 2, 2), (9,), (1,), "CIRCULAR"),
                               ((2, 2, 3), (2,), (4,), "SAME"),
                               ((2, 2, 3, 2, 3), (2, 3, 1), (2, 1, 3), "VALID"))
+
+
+# ---- Dense on sequences and images: per position, on the channel axis (a 1x1 convolution).
+# ``ch`` is each library's own channel axis (NT: -1, widelimit: 1), as for the images above.
+IMAGE_ARCHITECTURES.update({
+    "dense_images_gap": ((3, 5, 4), lambda S, ch: S.serial(
+        S.Dense(16, W_std=1.4, b_std=0.1, channel_axis=ch), S.Relu(),
+        S.Conv(8, (2, 2), None, "SAME", W_std=1.3, b_std=0.1), S.Relu(),
+        S.Dense(8, W_std=1.2, b_std=0.2, channel_axis=ch), S.Erf(), S.GlobalAvgPool(),
+        S.Dense(1, W_std=1.1, b_std=0.05))),
+    "dense_images_flatten_standard": ((2, 4, 3), lambda S, ch: S.serial(
+        S.Dense(16, W_std=1.4, b_std=0.1, parameterization="standard", channel_axis=ch),
+        S.Relu(), S.Dense(8, W_std=1.2, b_std=0.2, parameterization="standard", channel_axis=ch),
+        S.Gelu(), S.Flatten(), S.Dense(1, W_std=1.1, b_std=0.05, parameterization="standard"))),
+    "dense_seq_flatten_nobias": ((3, 6), lambda S, ch: S.serial(
+        S.Conv(8, (2,), None, "SAME", W_std=1.4, b_std=0.1), S.Relu(),
+        S.Dense(8, W_std=1.3, channel_axis=ch), S.Relu(), S.Flatten(), S.Dense(1))),
+})
+
+
+def inputs_tokens(shape, lengths1=None, lengths2=None, constant=None, n1=4, n2=3, seed=3):
+    """x1 (n1, L, d), x2 (n2, L, d): channels-last tokens, the same for both libraries;
+    x2[0] == x1[0].  With lengths, tokens at and after an example's length hold ``constant``."""
+    rng = np.random.default_rng(seed)
+    if lengths1 is not None:
+        n1, n2 = len(lengths1), len(lengths2)
+    x1 = rng.standard_normal((n1,) + tuple(shape))
+    x2 = rng.standard_normal((n2,) + tuple(shape))
+    x2[0] = x1[0]
+    if lengths1 is not None:
+        for x, lengths in ((x1, lengths1), (x2, lengths2)):
+            for i, n in enumerate(lengths):
+                x[i, n:] = constant
+    return x1, x2
+
+
+# ---- NT-style (N, L, d) token inputs, channels last, given as they are to both libraries: the
+# first Dense reads channel_axis=-1 (neural-tangents' default; widelimit moves the inputs to
+# (N, d, L)); later layers use each library's own layout ``ch``.  The standard transformer
+# kernel pattern serial(Dense, Relu, GlobalSelfAttention, Relu, GlobalAvgPool, Dense).
+# name -> (shape (L, d), build(S, ch), mask_constant or None, lengths1, lengths2)
+TOKEN_ARCHITECTURES = {
+    "tokens_transformer": ((5, 6), lambda S, ch: S.serial(
+        S.Dense(64, W_std=1.3, b_std=0.1, channel_axis=-1), S.Relu(),
+        S.GlobalSelfAttention(64, 64, 64, 4, W_key_std=1.2, W_value_std=1.1, W_query_std=0.9,
+                              W_out_std=1.0, b_std=0.1), S.Relu(), S.GlobalAvgPool(),
+        S.Dense(1, W_std=1.1, b_std=0.05)), None, None, None),
+    "tokens_transformer_mlp_pe": ((4, 5), lambda S, ch: S.serial(
+        S.Dense(32, W_std=1.3, b_std=0.1, channel_axis=-1), S.Relu(),
+        _attn(S, pos_emb_type="SUM", W_pos_emb_std=0.7), S.Relu(),
+        S.Dense(32, W_std=1.2, b_std=0.1, channel_axis=ch), S.Gelu(), S.Flatten(),
+        S.Dense(1)), None, None, None),
+    "tokens_masked": ((6, 4), lambda S, ch: S.serial(
+        S.Dense(16, W_std=1.4, b_std=0.1, channel_axis=-1), S.Relu(), _attn(S), S.Relu(),
+        S.GlobalAvgPool(), S.Dense(1)), float("nan"), (6, 4, 2), (6, 3)),
+}

@@ -20,8 +20,8 @@ from neural_tangents import stax  # noqa: E402
 sys.path.insert(0, os.path.dirname(__file__))
 from architectures import (ARCHITECTURES, CONV_TRANSPOSE_APPLY_CASES, GRAPH_PATTERN,  # noqa: E402
                            IMAGE_ARCHITECTURES, MASKED_ARCHITECTURES, RESIZE_APPLY_METHODS,
-                           RESIZE_APPLY_SHAPES, inputs, inputs_images, inputs_padded,
-                           to_channels_last)
+                           RESIZE_APPLY_SHAPES, TOKEN_ARCHITECTURES, inputs, inputs_images,
+                           inputs_padded, inputs_tokens, to_channels_last)
 
 out = {}
 x1, x2 = inputs()
@@ -35,8 +35,9 @@ for name, build in ARCHITECTURES.items():
     print(f"{name}: ok")
 
 
-def image_case(name, build, i1, i2, mask_constant=None):
-    """Reference kernels of an image architecture on x1 = i1, x2 = i2 or None."""
+def image_case(name, build, i1, i2, mask_constant=None, layout=to_channels_last):
+    """Reference kernels of an image architecture on x1 = i1, x2 = i2 or None (given to
+    neural-tangents through ``layout``)."""
     out[f"{name}/x1"], out[f"{name}/x2"] = i1, i2
     _, _, kernel_fn = build(stax, -1)
     for tag, b in (("12", i2), ("11", None)):
@@ -45,7 +46,7 @@ def image_case(name, build, i1, i2, mask_constant=None):
             p1 = np.broadcast_to(GRAPH_PATTERN, (len(i1),) + GRAPH_PATTERN.shape)
             kw["pattern"] = (p1, p1 if b is None else
                              np.broadcast_to(GRAPH_PATTERN, (len(b),) + GRAPH_PATTERN.shape))
-        k = kernel_fn(to_channels_last(i1), None if b is None else to_channels_last(b),
+        k = kernel_fn(layout(i1), None if b is None else layout(b),
                       ("nngp", "ntk"), **kw)
         out[f"{name}/{tag}/nngp"] = np.asarray(k.nngp)
         out[f"{name}/{tag}/ntk"] = np.asarray(k.ntk)
@@ -56,6 +57,9 @@ for name, (shape, build) in IMAGE_ARCHITECTURES.items():
     image_case(name, build, *inputs_images(shape))
 for name, (shape, build, constant, lengths1, lengths2) in MASKED_ARCHITECTURES.items():
     image_case(name, build, *inputs_padded(shape, lengths1, lengths2, constant), constant)
+for name, (shape, build, constant, lengths1, lengths2) in TOKEN_ARCHITECTURES.items():
+    image_case(name, build, *inputs_tokens(shape, lengths1, lengths2, constant), constant,
+               layout=lambda x: x)       # tokens are channels-last for both libraries
 # finite layers: jax.image.resize and stax.ConvTranspose's apply_fn on fixed inputs (PyTorch
 # layout; ConvTranspose weights stored as widelimit's (C_out, C_in, *F)), for the modules' tests
 rng = np.random.default_rng(2)

@@ -6,6 +6,8 @@ from widelimit.scale import blocking, memory
 
 
 def test_tune_malloc_applies_once_and_respects_opt_out(monkeypatch):
+    from widelimit import config
+    monkeypatch.setitem(config._state, "tuning", config.RuntimeTuning(malloc=True))   # opted in
     monkeypatch.setitem(memory._tuned, "done", False)
     monkeypatch.setenv("WIDELIMIT_TUNE_MALLOC", "0")
     assert memory.tune_malloc() is False            # opted out

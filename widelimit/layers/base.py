@@ -76,19 +76,47 @@ def _split_mask(mask: Any, two: bool) -> tuple[Any, Any]:
     return mask
 
 
-def prepare_masked_inputs(x1: Any, x2: Any, mask: Any = None, mask_constant: Optional[float] = None
+def to_channels_first(x: Tensor, channel_axis: int) -> Tensor:
+    """``x`` with its ``channel_axis`` moved to axis 1 (PyTorch layout), other axes in order."""
+    if x.ndim <= 2:
+        return x
+    from widelimit.layers.dense import resolve_channel_axis
+    axis = resolve_channel_axis(channel_axis, x.ndim)
+    return x if axis == 1 else x.movedim(axis, 1)
+
+
+def _mask_to_channels_first(mask: Any, ndim: int, channel_axis: int) -> Any:
+    """An entry mask of the inputs' own shape follows them to PyTorch layout; a position
+    mask (N, *S) keeps its (unchanged) order of positions."""
+    if mask is None or not hasattr(mask, "ndim") or mask.ndim != ndim:
+        return mask
+    m = torch.as_tensor(mask)
+    return to_channels_first(m, channel_axis)
+
+
+def prepare_masked_inputs(x1: Any, x2: Any, mask: Any = None, mask_constant: Optional[float] = None,
+                          channel_axis: int = 1
                           ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor], bool]:
     """As :func:`prepare_inputs`, and apply ``mask`` / ``mask_constant``
     (:mod:`widelimit.kernels.masking`): returns (x1, x2, mask1, mask2, was_numpy) with
-    masked entries zeroed and position masks (None where nothing is masked)."""
+    masked entries zeroed and position masks (None where nothing is masked).  Inputs with
+    their channels at another ``channel_axis`` (the first layer's, e.g. ``Dense(...,
+    channel_axis=-1)`` on (N, L, d) tokens) are moved to PyTorch layout (N, C, *S) first."""
     from widelimit.kernels.masking import apply_mask, entry_mask
     masking = mask is not None or mask_constant is not None
     t1, was_numpy = as_input(x1, "x1", check_finite=not masking)
     mask1, mask2 = _split_mask(mask, x2 is not None)
+    if channel_axis != 1 and t1.ndim > 2:
+        ndim = t1.ndim
+        t1 = to_channels_first(t1, channel_axis)
+        mask1 = _mask_to_channels_first(mask1, ndim, channel_axis)
+        mask2 = _mask_to_channels_first(mask2, ndim, channel_axis)
     t1, m1 = apply_mask(t1, entry_mask(t1, mask1, mask_constant, "x1"))
     t2 = m2 = None
     if x2 is not None:
         t2, _ = as_input(x2, "x2", check_finite=not masking)
+        if channel_axis != 1 and t2.ndim > 2:
+            t2 = to_channels_first(t2, channel_axis)
         t2, m2 = apply_mask(t2, entry_mask(t2, mask2, mask_constant, "x2"))
         if t1.shape[1:] != t2.shape[1:]:
             raise ValueError(f"`x1` and `x2` must agree in every dimension but the batch one: "
@@ -151,6 +179,12 @@ class Layer:
         cache-sized tiles; nonlinearities without a native loop say False."""
         return True
 
+    def input_channel_axis(self) -> int:
+        """The channel axis of the inputs this architecture reads: 1 (PyTorch layout) unless
+        its first layer says otherwise (``Dense(..., channel_axis=-1)`` on channels-last
+        tokens); ``kernel_fn`` moves it to 1 before computing the input kernel."""
+        return 1
+
     def requires_full_spatial(self) -> bool:
         return any(layer.needs_full_spatial for layer in self.walk())
 
@@ -191,7 +225,8 @@ class Layer:
         names = canonical_get(get)
         from widelimit.scale.memory import tune_malloc
         tune_malloc()
-        t1, t2, m1, m2, was_numpy = prepare_masked_inputs(x1, x2, mask, mask_constant)
+        t1, t2, m1, m2, was_numpy = prepare_masked_inputs(x1, x2, mask, mask_constant,
+                                                          self.input_channel_axis())
         from widelimit.scale import spatial
         spatial_blocking = spatial.check_option(spatial_blocking)
         if spatial_blocking not in (None, False) and diagonal_spatial:

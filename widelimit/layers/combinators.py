@@ -40,6 +40,9 @@ class Serial(Layer):
     def children(self):
         return self.layers
 
+    def input_channel_axis(self) -> int:
+        return self.layers[0].input_channel_axis() if self.layers else 1
+
     def apply_kernel(self, k):
         i = 0
         while i < len(self.layers):

@@ -1,4 +1,10 @@
-"""Dense (fully connected) layer: kernel rule and finite module."""
+"""Dense (fully connected) layer: kernel rule and finite module.
+
+On vectors (N, C) it is the usual random affine layer.  On sequences and images it acts on
+the channel axis of every position separately (neural-tangents' ``channel_axis``), which is a
+convolution with a 1x1 filter: its kernel is the convolution rule
+(:func:`widelimit.kernels.rules.conv.conv_rule`) with filter size 1, in either spatial layout.
+"""
 from __future__ import annotations
 
 import math
@@ -48,21 +54,36 @@ def init_affine_(weight: Tensor, bias: Optional[Tensor], parameterization: str, 
                 bias.normal_(0.0, b_std)
 
 
+def resolve_channel_axis(channel_axis: int, ndim: int) -> int:
+    """``channel_axis`` as a non-negative axis of an ``ndim``-dimensional input (never the batch axis 0)."""
+    if not -ndim <= channel_axis < ndim or channel_axis % ndim == 0:
+        raise ValueError(f"`channel_axis` {channel_axis} is not a channel axis of inputs with {ndim} "
+                         f"dimensions (axis 0 is the batch axis).")
+    return channel_axis % ndim
+
+
 class DenseModule(nn.LazyLinear):
-    """Finite dense layer acting on the last axis.
+    """Finite dense layer acting on the channel axis, at every position separately.
 
     NTK parametrization: W, b ~ N(0, 1), ``y = W_std / sqrt(n) x W^T + b_std b``.
     Standard: W ~ N(0, W_std^2 s0 / n), b ~ N(0, b_std^2), ``y = x W^T / sqrt(s0) + b``.
+    On (N, ..., C, ...) inputs ``x`` is the vector of channels at ``channel_axis``; the output
+    is in PyTorch layout (N, out, *spatial) (for ``channel_axis=1`` the input's own layout).
     """
 
     cls_to_become = None
     mask_pointwise = True        # acts on each example (and position) separately
-    structured_kind = "linear"   # lets widelimit.empirical use the structured NTK for it
+    #: lets widelimit.empirical use the structured NTK for it (vector inputs; see __init__)
+    structured_kind: Optional[str] = "linear"
 
     def __init__(self, out_features: int, W_std: float, b_std: Optional[float],
-                 parameterization: str, s: tuple[int, int]):
+                 parameterization: str, s: tuple[int, int], channel_axis: int = 1):
         self.W_std, self.b_std = W_std, b_std
         self.parameterization, self.s = parameterization, s
+        self.channel_axis = channel_axis
+        #: structured empirical NTKs (widelimit.empirical) read inputs and outputs as
+        #: channels-last vectors: declared only once the module has met vector inputs
+        self.structured_kind = "linear"
         super().__init__(out_features * (s[1] if parameterization == "standard" else 1),
                          bias=b_std is not None)
 
@@ -70,7 +91,9 @@ class DenseModule(nn.LazyLinear):
         """Materialise with the first input's size, dtype and device."""
         if self.has_uninitialized_params():
             with torch.no_grad():
-                self.in_features = input.shape[-1]
+                if input.ndim > 2:
+                    self.structured_kind = None
+                self.in_features = input.shape[resolve_channel_axis(self.channel_axis, input.ndim)]
                 kw = dict(dtype=input.dtype, device=input.device)
                 self.weight.materialize((self.out_features, self.in_features), **kw)
                 if self.bias is not None:
@@ -94,9 +117,13 @@ class DenseModule(nn.LazyLinear):
         return self.b_std if self.parameterization == "ntk" else 1.0
 
     def forward(self, x: Tensor) -> Tensor:
-        """``weight_multiplier * x W^T + bias_multiplier * b``."""
+        """``weight_multiplier * x W^T + bias_multiplier * b`` on the channel axis."""
+        axis = resolve_channel_axis(self.channel_axis, x.ndim) if x.ndim > 2 else x.ndim - 1
+        if axis != x.ndim - 1:
+            x = x.movedim(axis, -1)
         out = nn.functional.linear(x, self.weight) * self.weight_multiplier
-        return out if self.bias is None else out + self.bias_multiplier * self.bias
+        out = out if self.bias is None else out + self.bias_multiplier * self.bias
+        return out.movedim(-1, 1) if out.ndim > 2 else out
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, W_std={self.W_std}, "
@@ -113,32 +140,62 @@ class Dense(Layer):
         parameterization: ``"ntk"`` (Jacot et al. 2018) or ``"standard"``
             (Sohl-Dickstein et al. 2020).
         s: width scalings ``(s_in, s_out)`` of the standard parametrization.
+        channel_axis: the axis of the channels on sequences and images, where the layer acts
+            on every position separately (a 1x1 convolution, Novak et al. 2019).  The
+            default 1 is PyTorch's layout (N, C, *spatial), the layout of every other layer
+            here (neural-tangents' default -1 is its channels-last layout).  Another axis,
+            e.g. ``channel_axis=-1`` for (N, L, d) token inputs, is allowed on the
+            network's first layer only (reached through ``serial``): ``kernel_fn`` moves the
+            inputs' channel axis to 1 and the finite module writes PyTorch layout
+            (N, out_dim, *spatial), so attention, pooling and convolutions follow as usual.
+            Vectors (N, C) have one channel axis; any ``channel_axis`` means it.
     """
 
     width_attr = "out_dim"
 
     def __init__(self, out_dim: int, W_std=1.0, b_std=None, parameterization: str = "ntk",
-                 s: tuple[int, int] = (1, 1)):
+                 s: tuple[int, int] = (1, 1), channel_axis: int = 1):
         if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
             raise ValueError(f"`out_dim` must be a positive integer, got {out_dim!r}.")
+        if not isinstance(channel_axis, int) or isinstance(channel_axis, bool) or channel_axis == 0:
+            raise ValueError(f"`channel_axis` must be a non-zero integer axis (0 is the batch axis), "
+                             f"got {channel_axis!r}.")
         self.parameterization = check_affine_args(W_std, b_std, parameterization, s)
         self.out_dim, self.W_std, self.b_std, self.s = out_dim, W_std, b_std, tuple(s)
+        self.channel_axis = channel_axis
+
+    def input_channel_axis(self) -> int:
+        return self.channel_axis
 
     def apply_kernel(self, k: Kernel, pair: bool = True) -> Kernel:
         if k.n_spatial:
-            raise ValueError(f"Dense acts on vectors; got inputs of shape {k.shape1} (use Flatten or "
-                             "GlobalAvgPool first, or a 1x1 Conv).")
+            return self._per_position(k)
         width = self.out_dim * (self.s[1] if self.parameterization == "standard" else 1)
         return dense_rule(k, self.W_std, self.b_std, self.parameterization,
                           k.shape1[1] / self.s[0], (k.shape1[0], width), (k.shape2[0], width), pair)
+
+    def _per_position(self, k: Kernel) -> Kernel:
+        """On (N, C, *S): the 1x1 convolution with the same hyperparameters (its rule, masks
+        and checks; the sum over a one-position filter is the identity)."""
+        if resolve_channel_axis(self.channel_axis, len(k.shape1)) != 1 and not k.is_input:
+            raise ValueError(
+                f"Dense(channel_axis={self.channel_axis}) on inputs of shape {k.shape1}: inside a "
+                "network activations are in PyTorch layout (N, C, *spatial), so only the first "
+                "layer may read another channel axis; use channel_axis=1 here.")
+        from widelimit.layers.conv import Conv
+        n = k.n_spatial
+        conv = Conv(self.out_dim, (1,) * n, W_std=self.W_std, b_std=self.b_std,
+                    parameterization=self.parameterization, s=self.s)
+        return conv.apply_kernel(k, sums=lambda mat, batch_ndim: mat)
 
     def input_width(self, k: Kernel) -> float:
         return k.shape1[1] / self.s[0]
 
     def build(self) -> nn.Module:
         return DenseModule(self.out_dim, _float(self.W_std), _float(self.b_std),
-                           self.parameterization, self.s)
+                           self.parameterization, self.s, self.channel_axis)
 
     def __repr__(self) -> str:
+        axis = "" if self.channel_axis == 1 else f", channel_axis={self.channel_axis}"
         return (f"Dense({self.out_dim}, W_std={self.W_std}, b_std={self.b_std}, "
-                f"parameterization={self.parameterization!r})")
+                f"parameterization={self.parameterization!r}{axis})")

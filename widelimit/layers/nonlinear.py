@@ -75,6 +75,13 @@ class ABRelu(Nonlinearity):
 
 
 class Relu(ABRelu):
+    """``max(x, 0)``, ``neural_tangents.stax.Relu``.
+
+    Kernel: the arc-cosine kernel of degree 1 (Cho & Saul 2009): for pre-activations with
+    variances v1, v2 and angle theta, ``nngp' = sqrt(v1 v2) (sin theta + (pi - theta) cos theta)
+    / (2 pi)``; the derivative kernel ``(pi - theta) / (2 pi)`` multiplies the NTK.
+    """
+
     def __init__(self, do_stabilize: bool = False):
         super().__init__(0.0, 1.0, do_stabilize)
 
@@ -83,11 +90,16 @@ class Relu(ABRelu):
 
 
 class LeakyRelu(ABRelu):
+    """``alpha min(x, 0) + max(x, 0)`` (:class:`ABRelu` with ``a = alpha, b = 1``),
+    ``neural_tangents.stax.LeakyRelu``."""
+
     def __init__(self, alpha: float, do_stabilize: bool = False):
         super().__init__(alpha, 1.0, do_stabilize)
 
 
 class Abs(ABRelu):
+    """``|x|`` (:class:`ABRelu` with ``a = -1, b = 1``), ``neural_tangents.stax.Abs``."""
+
     def __init__(self, do_stabilize: bool = False):
         super().__init__(-1.0, 1.0, do_stabilize)
 
@@ -96,6 +108,15 @@ class Abs(ABRelu):
 
 
 class Sign(Nonlinearity):
+    """``sign(x)``, ``neural_tangents.stax.Sign``.
+
+    Kernel: ``E[sign(u) sign(v)] = 1 - 2 theta / pi`` (theta the angle between the
+    pre-activations); its derivative is a delta and adds nothing to the NTK (as in
+    neural-tangents).  For identical inputs theta is exactly 0 here (the diagonal is 1),
+    where neural-tangents' arccos of a rounded correlation leaves noise
+    (docs/neural-tangents.md).
+    """
+
     def dual(self):
         return relu_rules.sign_dual
 
@@ -305,12 +326,16 @@ class Elementwise(Nonlinearity):
 
 
 def Tanh(**kw) -> Elementwise:  # noqa: N802
+    """``tanh(x)`` as :class:`Elementwise` (kernel by quadrature, NTK from autograd); not in
+    neural-tangents' stax (there: ``stax.Elementwise(jnp.tanh)``)."""
     return Elementwise(torch.tanh, name="tanh", **kw)
 
 
 def Softplus(**kw) -> Elementwise:  # noqa: N802
+    """``log(1 + e^x)`` as :class:`Elementwise` (kernel by quadrature, NTK from autograd)."""
     return Elementwise(nn.functional.softplus, name="softplus", **kw)
 
 
 def Silu(**kw) -> Elementwise:  # noqa: N802
+    """``x sigmoid(x)`` as :class:`Elementwise` (kernel by quadrature, NTK from autograd)."""
     return Elementwise(nn.functional.silu, name="silu", **kw)

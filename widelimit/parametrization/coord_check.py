@@ -120,6 +120,18 @@ def _default_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(out, y)
 
 
+def _keeps_global_rng(fn: Callable) -> Callable:
+    """Run ``fn`` with its own seeds and restore torch's global (CPU) RNG state afterwards."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_keeps_global_rng
 def coord_check(
     make_model: Callable[[int], nn.Module],
     widths: Sequence[int],

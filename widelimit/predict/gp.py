@@ -101,7 +101,8 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
         names, single = canonical_get(get, GP_GETS)
         if k_test_train is not None:
             factorize({"ntk" if g == "ntkgp" else g for g in names})
-        out, whitened = {}, {}
+        out: dict = {}
+        whitened: dict = {}
         for g in names:
             k = "ntk" if g == "ntkgp" else g
             if k_test_train is None:

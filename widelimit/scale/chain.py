@@ -159,12 +159,12 @@ def _conv_step(st: Step, k: Kernel, runs, n_r: int, n_c: int) -> Kernel:
         for i in range(1, len(st.f)):
             out = diag_box_sum(out, 2 + 2 * i, st.f[i], st.s[i], st.padding)
         return out
-    return st.layer.apply_kernel(k, sums=sums)
+    return st.layer.apply_kernel(k, sums=sums)  # type: ignore[call-arg]  # a Conv
 
 
 def _pool_step(st: Step, k: Kernel, runs, rows_out: list[int], cols_out: list[int]) -> Kernel:
     layer = st.layer
-    avg, edges = layer.average, layer.normalize_edges
+    avg, edges = layer.average, layer.normalize_edges  # type: ignore[attr-defined]  # a _Pool
 
     def fn(mat: Tensor, _batch_ndim: int) -> Tensor:
         if mat.ndim == 0:

@@ -146,11 +146,15 @@ malloc_trim = _malloc_trim()
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 64 << 20
-_tuned = {"done": False}
+_tuned = {"done": False, "applied": False}
 
 
 def tune_malloc() -> bool:
-    """Keep freed kernel-sized blocks in the process for reuse (glibc only; once).
+    """Keep freed kernel-sized blocks in the process for reuse (glibc only; once; opt-in).
+
+    Does nothing unless the user opted in with :func:`widelimit.config.tune_runtime`
+    (or ``WIDELIMIT_TUNE_RUNTIME=1``): ``mallopt`` changes every allocation of the host
+    process and cannot be undone.  Called at the start of every kernel computation.
 
     A kernel computation allocates and frees the same (N1, N2, ...) intermediates over
     and over.  With glibc's defaults each block above its mmap threshold is a fresh
@@ -166,6 +170,9 @@ def tune_malloc() -> bool:
     """
     if _tuned["done"]:
         return False
+    from widelimit.config import runtime_tuning
+    if not runtime_tuning().malloc:
+        return False          # not opted in (yet): ask again at the next computation
     _tuned["done"] = True
     env = os.environ
     if (env.get("WIDELIMIT_TUNE_MALLOC", "1") == "0" or "GLIBC_TUNABLES" in env
@@ -175,4 +182,6 @@ def tune_malloc() -> bool:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    _tuned["applied"] = (bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+                         and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
+    return _tuned["applied"]

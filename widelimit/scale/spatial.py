@@ -314,7 +314,7 @@ def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any
         return sums
 
     size = math.prod(n_out)
-    scale = 1.0 / (size * size) if gap and reducer.average else (1.0 if gap else 1.0 / size)
+    scale = 1.0 / (size * size) if gap and reducer.average else (1.0 if gap else 1.0 / size)  # type: ignore[attr-defined]
     rows_b, cols_b = _slices(n1, b1), _slices(n2, b2)
     blocks = [(s1, s2) for i, s1 in enumerate(rows_b) for j, s2 in enumerate(cols_b)
               if not (symmetric and j < i)]

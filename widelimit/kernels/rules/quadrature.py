@@ -99,7 +99,7 @@ def quadrature_dual(fn: Callable[[Tensor], Tensor], deriv: Optional[Callable[[Te
         t = torch.cat(outs_t).reshape(shape)
         t_dot = torch.cat(outs_d).reshape(shape) if want_dot else None
         return t, t_dot
-    dual.no_compile = True   # Python loops over nodes and chunks: nothing to fuse
+    dual.no_compile = True  # type: ignore[attr-defined]  # Python loops over nodes and chunks: nothing to fuse
     return dual
 
 

@@ -44,7 +44,7 @@ def abrelu_dual(a: float, b: float) -> Callable:
             t = t + ab * c
             t_dot = None if t_dot is None else t_dot + ab
         return t, t_dot
-    dual.native = (a, b)   # widelimit.kernels._native has a one-pass loop for this dual
+    dual.native = (a, b)  # type: ignore[attr-defined]  # widelimit.kernels._native has a one-pass loop for this dual
     return dual
 
 
