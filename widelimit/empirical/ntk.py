@@ -16,7 +16,8 @@ from widelimit.empirical._axes import OutAxes
 from widelimit.empirical._blocks import blocked_kernel, check_block_size
 from widelimit.empirical._jacobian import JacobianContraction, NtkVectorProducts
 from widelimit._tensors import parse_bytes
-from widelimit.empirical._model import ModelFn, as_tensor, eval_mode
+from widelimit.empirical._model import ModelFn, as_tensor, eval_mode, functional_errors
+from widelimit._validate import warn_if_not_finite
 from widelimit.empirical._structured import Structured
 
 __all__ = ["NtkImplementation", "empirical_ntk"]
@@ -141,8 +142,9 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *,
         if block_size is None and budget is not None:
             per = runner.bytes_per_example(x1t.element_size())
             block_size = max(1, budget // max(1, 2 * per))
-        with torch.no_grad():
+        with torch.no_grad(), functional_errors():
             k = blocked_kernel(runner, x1t, x2t, axes, block_size)
         if axes.trace_size != 1:
             k = k / axes.trace_size
+    warn_if_not_finite([k], "empirical_ntk", " of the model (its outputs or gradients overflow)")
     return k.detach().cpu().numpy() if was_numpy else k

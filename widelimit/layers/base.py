@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from widelimit._validate import check_get, warn_if_not_finite
 from widelimit._tensors import as_input, check_finite_input, kernels_tuple, to_output
 from widelimit.kernels import _native
 from widelimit.kernels.masking import remask
@@ -29,15 +30,7 @@ Get = Union[None, str, Sequence[str]]
 
 
 def canonical_get(get: Get) -> Optional[tuple[str, ...]]:
-    if get is None:
-        return None
-    names = (get,) if isinstance(get, str) else tuple(get)
-    if not names:
-        raise ValueError(f"`get` must name at least one of {KERNEL_NAMES}, got {get!r}.")
-    for g in names:
-        if g not in KERNEL_NAMES:
-            raise ValueError(f"`get` must be one of {KERNEL_NAMES} (or a tuple of them), got {g!r}.")
-    return names
+    return check_get(get, KERNEL_NAMES)
 
 
 def select(k: Kernel, get: Get):
@@ -132,11 +125,31 @@ def prepare_masked_inputs(x1: Any, x2: Any, mask: Any = None, mask_constant: Opt
     return t1, t2, m1, m2, was_numpy
 
 
+def _warn_if_not_finite(k: Any) -> None:
+    """:class:`widelimit._validate.NonFiniteWarning` if a computed kernel has NaN / inf."""
+    ks = k if isinstance(k, (list, tuple)) else [k]
+    warn_if_not_finite([t for ki in ks for t in (ki.nngp, ki.ntk) if t is not None], "kernel_fn",
+                       " (a hyperparameter such as Exp's `b` or a Polynomial's degree makes the "
+                       "kernel exceed the dtype's range: rescale the inputs or use float64)", stacklevel=4)
+
+
 class Layer:
     """Base class of all layers: subclasses implement ``apply_kernel`` and ``build``."""
 
     #: True when the rule needs full spatial covariances (pooling, flatten, attention)
     needs_full_spatial: bool = False
+
+    #: hyperparameter specs, attribute name -> check (``widelimit._validate.Real`` / ``Int``,
+    #: or any ``check(name, value, owner) -> value``): every assignment of these attributes,
+    #: in ``__init__`` and in :meth:`copy`, is checked (type, finiteness, range) and
+    #: normalised here, so a layer states its rules once and never repeats them
+    hyperparameters: ClassVar[Mapping[str, Callable[..., Any]]] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        check = type(self).hyperparameters.get(name)
+        if check is not None:
+            value = check(name, value, type(self).__name__)
+        object.__setattr__(self, name, value)
 
     # -- to implement -------------------------------------------------------------------
     def apply_kernel(self, k):  # pragma: no cover - abstract
@@ -289,6 +302,7 @@ class Layer:
                         or not spatial.supports(self)):
                     raise
                 k = spatial.spatial_kernel(self, t1, t2, max_memory)
+        _warn_if_not_finite(k)
         if isinstance(k, (list, tuple)):
             out = [select(ki, get) for ki in k]
             return to_output(out, was_numpy) if get is not None else out

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from widelimit._tensors import all_finite, check_positive, scipy_blas
+from widelimit._validate import check_get
 
 __all__ = ["Gaussian", "StudentT", "SingularKernelWarning", "Factor", "as_kernel", "as_targets",
            "as_times", "check_kernel_pair", "check_diag_reg", "check_learning_rate", "get_attr",
@@ -131,14 +132,11 @@ def get_attr(k: Any, g: str, name: str) -> Any:
 
 def canonical_get(get: Union[None, str, Sequence[str]], allowed: Sequence[str],
                   default: tuple[str, ...] = ("nngp", "ntk")) -> tuple[tuple[str, ...], bool]:
-    """``(names, is_single)`` for ``get``; ValueError naming ``get`` otherwise."""
-    if get is None:
+    """``(names, is_single)`` for ``get``; ValueError / TypeError naming ``get`` otherwise."""
+    names = check_get(get, allowed)
+    if names is None:
         return default, False
-    single = isinstance(get, str)
-    names = (get,) if single else tuple(get)
-    if not names or any(g not in allowed for g in names):
-        raise ValueError(f"`get` must be one of {tuple(allowed)} or a tuple of them, got {get!r}.")
-    return names, single
+    return names, isinstance(get, str)
 
 
 def make_result(out: dict, names: tuple[str, ...], single: bool):
