@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["NonFiniteWarning", "check_real", "check_int", "check_choice", "check_bool", "Real", "Int",
+__all__ = ["NonFiniteWarning", "check_real", "check_int", "check_choice", "check_bool", "Real", "Int", "Choice",
            "check_tensor_input", "check_input_magnitude", "warn_if_not_finite",
            "check_kernel_matrix", "check_get", "GRAM_HEADROOM"]
 
@@ -141,6 +141,16 @@ class Int:
 
     def __call__(self, name: str, value: Any, owner: Optional[str] = None) -> Any:
         return check_int(name, value, owner=owner, **self.bounds)
+
+
+class Choice:
+    """Declarative spec of a string option out of ``choices`` (:func:`check_choice`)."""
+
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+
+    def __call__(self, name: str, value: Any, owner: Optional[str] = None) -> str:
+        return check_choice(name, value, self.choices, owner)
 
 
 def _max_abs(x: Tensor) -> float:

@@ -19,8 +19,11 @@ from widelimit._validate import check_tensor_input
 __all__ = ["as_tensor", "eval_mode", "functional_errors", "select_params", "ModelFn"]
 
 
-def as_tensor(x: Any, name: str, model: nn.Module) -> tuple[Tensor, bool]:
-    """Return ``(tensor on the model's device, was_numpy)``; NumPy is cast to the model dtype."""
+def as_tensor(x: Any, name: str, model: nn.Module, forward_kwargs: dict | None = None
+              ) -> tuple[Tensor, bool]:
+    """Return ``(tensor on the model's device, was_numpy)``; NumPy is cast to the model dtype.
+    Float inputs must be finite unless ``forward_kwargs`` pass a ``mask`` / ``mask_constant``
+    (NaN padding read by widelimit's masked modules)."""
     was_numpy = isinstance(x, np.ndarray)
     ref = next(iter(model.parameters()), None)
     if was_numpy:
@@ -34,7 +37,8 @@ def as_tensor(x: Any, name: str, model: nn.Module) -> tuple[Tensor, bool]:
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"`{name}` must have a non-empty leading batch axis (N, ...), "
                          f"got shape {tuple(x.shape)}.")
-    if x.is_floating_point() or x.is_complex():
+    masked = bool({"mask", "mask_constant"} & set(forward_kwargs or {}))
+    if (x.is_floating_point() or x.is_complex()) and not masked:
         check_tensor_input(x, name, min_ndim=1, magnitude=False)
     if ref is not None and x.device != ref.device:
         x = x.to(ref.device)

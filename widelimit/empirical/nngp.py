@@ -69,8 +69,8 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *, layer: str | No
             raise ValueError(f"`layer` must name a submodule of the model, got {layer!r}; "
                              f"valid names: {sorted(n for n in names if n)}.")
     mf = _NoGradModel(model, forward_kwargs)
-    x1t, was_numpy = as_tensor(x1, "x1", model)
-    x2t = None if (x2 is None or x2 is x1) else as_tensor(x2, "x2", model)[0]
+    x1t, was_numpy = as_tensor(x1, "x1", model, forward_kwargs)
+    x2t = None if (x2 is None or x2 is x1) else as_tensor(x2, "x2", model, forward_kwargs)[0]
     with eval_mode(model), torch.no_grad():
         f1 = _features(model, mf, x1t, "x1", layer)
         f2 = f1 if x2t is None else _features(model, mf, x2t, "x2", layer)

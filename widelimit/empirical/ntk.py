@@ -116,8 +116,8 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *,
     block_size = check_block_size(block_size)
     budget = parse_bytes(max_memory) if max_memory is not None else None
     mf = ModelFn(model, params, forward_kwargs)
-    x1t, was_numpy = as_tensor(x1, "x1", model)
-    x2t = None if (x2 is None or x2 is x1) else as_tensor(x2, "x2", model)[0]
+    x1t, was_numpy = as_tensor(x1, "x1", model, forward_kwargs)
+    x2t = None if (x2 is None or x2 is x1) else as_tensor(x2, "x2", model, forward_kwargs)[0]
     with eval_mode(model):
         out_shape = mf.check(x1t, "x1")
         if x2t is not None:

@@ -246,7 +246,7 @@ class Layer:
             raise ValueError("`spatial_blocking` computes full spatial covariances in bands; it "
                              "cannot be combined with diagonal_spatial=True.")
         masked = m1 is not None or m2 is not None
-        if spatial_blocking not in (None, False) and masked:
+        if spatial_blocking not in (None, False) and (mask is not None or mask_constant is not None):
             raise ValueError("`spatial_blocking` does not support masked inputs (`mask` / "
                              "`mask_constant`); pass spatial_blocking=None or False.")
         if diagonal_spatial is None:

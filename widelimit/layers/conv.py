@@ -23,7 +23,7 @@ from widelimit.kernels.rules.conv_transpose import (conv_transpose_rule, transpo
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.dense import _float, check_affine_args, init_affine_
-from widelimit.layers.masking import ZeroMaskedInput
+from widelimit.layers.masking import ZeroMaskedInput, mask_unsupported
 
 __all__ = ["Conv", "ConvLocal", "ConvTranspose", "ConvModule", "ConvLocalModule",
            "ConvTransposeModule", "pad_input", "check_tuple"]
@@ -142,6 +142,9 @@ class ConvTransposeModule(_LazyAffine):
 
     def _shapes(self, x):     # (out, in, *F) as ConvModule, so width-scaling tools agree
         return (self.out_chan, x.shape[1]) + self.filter_shape, (self.out_chan,)
+
+    def forward_masked(self, x: Tensor, mask: Optional[Tensor]):
+        raise mask_unsupported("ConvTranspose")
 
     def forward(self, x: Tensor) -> Tensor:
         n = len(self.filter_shape)
@@ -267,6 +270,5 @@ class ConvTranspose(Conv):
 
     def apply_kernel(self, k: Kernel) -> Kernel:
         if k.mask1 is not None or k.mask2 is not None:
-            raise NotImplementedError("ConvTranspose does not support masked inputs (`mask` / "
-                                      "`mask_constant`) yet; pass unmasked inputs.")
+            raise mask_unsupported("ConvTranspose")
         return super().apply_kernel(k)
