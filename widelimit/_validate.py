@@ -91,7 +91,7 @@ def check_real(name: str, value: Any, *, finite: bool = True, min: Optional[floa
         raise ValueError(f"{where}`{name}` must be {_bound_text(min, max, open_min, open_max)}, "
                          f"got {v:g}.")
     if tensor and isinstance(value, Tensor):
-        return value.reshape(())
+        return value if value.ndim == 0 else value.reshape(())
     return v
 
 

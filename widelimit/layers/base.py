@@ -316,6 +316,8 @@ class Layer:
         With ``input_shape`` (without the batch axis) the lazy parameters are
         materialised by a dry run, so the module can be handed to an optimiser at once.
         """
+        from widelimit.layers._module_checks import check_input_shape, install_input_check
+        input_shape = check_input_shape(input_shape)
         gen_state = None
         if seed is not None:
             gen_state = torch.random.get_rng_state()
@@ -332,7 +334,7 @@ class Layer:
         finally:
             if gen_state is not None:
                 torch.random.set_rng_state(gen_state)
-        return m
+        return install_input_check(m, input_shape)
 
     def copy(self, **changes) -> "Layer":
         new = copy.copy(self)
