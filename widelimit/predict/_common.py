@@ -207,6 +207,10 @@ class Factor:
         if self._eig is None:
             evals, evecs = torch.linalg.eigh(self.a)
             tol = self.eps * float(evals.abs().max()) if self.n else 0.0
+            if self.n and float(evals[0]) < -math.sqrt(torch.finfo(evals.dtype).eps) * float(evals.abs().max()):
+                raise ValueError(f"`{self.name}` (+ diag_reg) is not positive semi-definite: its "
+                                 f"smallest eigenvalue is {float(evals[0]):.3g} (largest "
+                                 f"{float(evals[-1]):.3g}); a kernel matrix has none below 0.")
             self._eig = (evals, evecs, evals <= tol)
         return self._eig
 
