@@ -126,3 +126,25 @@ def test_huge_inputs_are_refused_or_finite(exponent, dtype):
 ])
 def test_shape_and_mask_misuse_is_refused(bad, name):
     assert_refused(bad, name)
+
+
+def test_an_overflowing_kernel_warns_with_nonfinitewarning():
+    import warnings
+
+    import widelimit as wl
+    net = L.serial(L.Dense(8, W_std=3.0), L.Gaussian(a=1.0, b=1.0), L.Dense(1))   # E[exp(2 u^2)] diverges
+    with pytest.warns(wl.NonFiniteWarning, match="kernel_fn"):
+        k = net.kernel_fn(X * 100, get="nngp")
+    assert not torch.isfinite(k).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", wl.NonFiniteWarning)     # finite results never warn
+        assert torch.isfinite(L.serial(L.Dense(8), L.Erf(), L.Dense(1)).kernel_fn(X, get="ntk")).all()
+
+
+def test_hyperparameter_checks_keep_differentiable_tensors():
+    W = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    layer = L.Dense(4, W_std=W)
+    assert layer.W_std is W                                   # the same tensor: gradients reach it
+    L.serial(layer, L.Relu(), L.Dense(1, W_std=W)).kernel_fn(X, get="nngp").trace().backward()
+    assert W.grad is not None and torch.isfinite(W.grad)
+    assert L.Erf(a=torch.tensor(2.0)).a == 2.0 and isinstance(L.Erf(a=2).a, float)
