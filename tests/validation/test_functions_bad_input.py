@@ -213,3 +213,28 @@ def test_readout_output_mult_checked(value):
 @given(scheme=st.sampled_from(["mupp", None, 3, ""]))
 def test_parametrize_refuses_unknown_schemes(scheme):
     assert_refused(lambda: wl.parametrize(_make(16), base=_make(4), scheme=scheme), "scheme")
+
+
+@FAST
+@given(name=st.sampled_from(["n_samples", "seed", "width"]), value=st.sampled_from([0, -2, 1.5, NAN, "2", True, None]))
+def test_monte_carlo_kernel_fn_arguments_checked(name, value):
+    if name == "seed" and value in (0, -2):
+        return                                 # any integer is a seed
+    if name == "width" and value is None:
+        return                                 # None keeps the architecture's widths
+    kw = {"n_samples": 2, "width": 8, "seed": 0, name: value}
+    assert_refused(lambda: wl.monte_carlo_kernel_fn(NET, **kw)(X, get="nngp"), name)
+
+
+@FAST
+@given(value=st.sampled_from(["yes", 1, 0.0, "False"]))
+def test_kernel_fn_diagonal_spatial_must_be_bool_or_none(value):
+    assert_refused(lambda: NET.kernel_fn(X, get="nngp", diagonal_spatial=value), "diagonal_spatial")
+
+
+@FAST
+@given(name=st.sampled_from(["a", "b", "c", "c_adam"]),
+       value=st.one_of(BAD_REAL, st.sampled_from([(0.0, 1.0), "abc", (0.0, NAN, 1.0)])))
+def test_abc_exponents_checked(name, value):
+    kw = {"a": 0.0, "b": 0.5, "c": 0.0, name: value}
+    assert_refused(lambda: wl.abc(**kw), name)

@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Sequenc
 import torch
 from torch import Tensor, nn
 
-from widelimit._validate import check_get, warn_if_not_finite
+from widelimit._validate import check_bool, check_get, warn_if_not_finite
 from widelimit._tensors import as_input, check_finite_input, kernels_tuple, to_output
 from widelimit.kernels import _native
 from widelimit.kernels.masking import remask
@@ -236,6 +236,8 @@ class Layer:
             ``get``, or the final :class:`Kernel` state when ``get`` is None.
         """
         names = canonical_get(get)
+        if diagonal_spatial is not None:
+            check_bool("diagonal_spatial", diagonal_spatial)
         from widelimit.scale.memory import tune_malloc
         tune_malloc()
         t1, t2, m1, m2, was_numpy = prepare_masked_inputs(x1, x2, mask, mask_constant,
