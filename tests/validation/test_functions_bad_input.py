@@ -238,3 +238,19 @@ def test_kernel_fn_diagonal_spatial_must_be_bool_or_none(value):
 def test_abc_exponents_checked(name, value):
     kw = {"a": 0.0, "b": 0.5, "c": 0.0, name: value}
     assert_refused(lambda: wl.abc(**kw), name)
+
+
+@settings(max_examples=40, deadline=None)
+@given(scale=st.sampled_from([1e-300, 1e-30, 1e-8, 1.0, 1e8, 1e30, 1e150, 1e300]),
+       diag_reg=st.sampled_from([0.0, 1e-12, 1e-3, 1.0, 1e10, 1e200]),
+       t=st.sampled_from([None, 0.0, 1.0, 1e6, INF, [0.0, 1.0, INF]]),
+       absolute=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_predictions_of_valid_extreme_kernels_are_finite_or_refused(scale, diag_reg, t, absolute, dtype):
+    k = (K * scale).to(dtype)
+    y = Y.to(dtype)
+    if not torch.isfinite(k).all():
+        return                                 # the float32 cast of a huge kernel: refused as input
+    finite_or_warned(lambda: wl.predict.gradient_descent_mse(
+        k, y, diag_reg=diag_reg, diag_reg_absolute_scale=absolute)(t, 0.0, 0.0, k[:2]))
+    finite_or_warned(lambda: wl.predict.gp_inference(
+        k, y, diag_reg=diag_reg, diag_reg_absolute_scale=absolute)("nngp", k[:2], k[:2, :2]))
