@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["NonFiniteWarning", "check_real", "check_int", "check_choice", "check_bool", "Real", "Int", "Choice",
-           "check_tensor_input", "check_input_magnitude", "warn_if_not_finite",
+           "check_tensor_input", "check_input_magnitude", "warn_if_not_finite", "warn_if_kernel_not_finite",
            "check_kernel_matrix", "check_get", "GRAM_HEADROOM"]
 
 #: inputs are refused when ``max|x|^2 * features`` exceeds the dtype's largest value over
@@ -228,6 +228,15 @@ def warn_if_not_finite(results: Iterable[Any], what: str, hint: str = "", stackl
             warnings.warn(f"{what} has NaN or inf entries although its inputs are finite: an "
                           f"overflow inside the computation{hint}.", NonFiniteWarning, stacklevel=stacklevel)
             return
+
+
+def warn_if_kernel_not_finite(k: Any) -> None:
+    """:func:`warn_if_not_finite` for the ``nngp`` / ``ntk`` of a computed kernel state (or a
+    list of them, for branching architectures), on behalf of ``Layer.kernel_fn``."""
+    ks = k if isinstance(k, (list, tuple)) else [k]
+    warn_if_not_finite([t for ki in ks for t in (ki.nngp, ki.ntk) if t is not None], "kernel_fn",
+                       " (a hyperparameter such as Exp's `b` or a Polynomial's degree makes the "
+                       "kernel exceed the dtype's range: rescale the inputs or use float64)", stacklevel=4)
 
 
 def check_kernel_matrix(k: Tensor, name: str, *, symmetric: bool = True, psd: bool = True) -> None:

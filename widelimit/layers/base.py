@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Sequenc
 import torch
 from torch import Tensor, nn
 
-from widelimit._validate import check_bool, check_get, warn_if_not_finite
+from widelimit._validate import check_bool, check_get, warn_if_kernel_not_finite
 from widelimit._tensors import as_input, check_finite_input, kernels_tuple, to_output
 from widelimit.kernels import _native
 from widelimit.kernels.masking import remask
@@ -123,14 +123,6 @@ def prepare_masked_inputs(x1: Any, x2: Any, mask: Any = None, mask_constant: Opt
         if t2 is not None:
             check_finite_input(t2, "x2")
     return t1, t2, m1, m2, was_numpy
-
-
-def _warn_if_not_finite(k: Any) -> None:
-    """:class:`widelimit._validate.NonFiniteWarning` if a computed kernel has NaN / inf."""
-    ks = k if isinstance(k, (list, tuple)) else [k]
-    warn_if_not_finite([t for ki in ks for t in (ki.nngp, ki.ntk) if t is not None], "kernel_fn",
-                       " (a hyperparameter such as Exp's `b` or a Polynomial's degree makes the "
-                       "kernel exceed the dtype's range: rescale the inputs or use float64)", stacklevel=4)
 
 
 class Layer:
@@ -304,7 +296,7 @@ class Layer:
                         or not spatial.supports(self)):
                     raise
                 k = spatial.spatial_kernel(self, t1, t2, max_memory)
-        _warn_if_not_finite(k)
+        warn_if_kernel_not_finite(k)
         if isinstance(k, (list, tuple)):
             out = [select(ki, get) for ki in k]
             return to_output(out, was_numpy) if get is not None else out
