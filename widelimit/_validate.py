@@ -27,7 +27,7 @@ from torch import Tensor
 
 __all__ = ["NonFiniteWarning", "check_real", "check_int", "check_choice", "check_bool", "Real", "Int", "Choice",
            "check_tensor_input", "check_input_magnitude", "warn_if_not_finite", "warn_if_kernel_not_finite",
-           "check_kernel_matrix", "check_get", "GRAM_HEADROOM"]
+           "check_kernel_matrix", "check_get", "GRAM_HEADROOM", "FULL_CHECK_ENTRIES"]
 
 #: inputs are refused when ``max|x|^2 * features`` exceeds the dtype's largest value over
 #: this factor: the Gram matrix ``x x^T`` (and the kernels, a few multiples of it) would
@@ -157,7 +157,8 @@ def _max_abs(x: Tensor) -> float:
     """``max |x|`` in one reduction; NaN if any entry is NaN, inf if any is infinite."""
     if x.numel() == 0:
         return 0.0
-    return float(torch.linalg.vector_norm(x.detach(), float("inf")))
+    lo, hi = torch.aminmax(x.detach())       # ~6x faster than vector_norm(x, inf) on CPU
+    return float(torch.maximum(-lo, hi))     # NaN propagates through aminmax and maximum
 
 
 def check_input_magnitude(x: Tensor, name: str, *, hint: str = "") -> None:
@@ -230,11 +231,37 @@ def warn_if_not_finite(results: Iterable[Any], what: str, hint: str = "", stackl
             return
 
 
+#: kernels with at most this many entries are checked entry by entry after ``kernel_fn``
+#: (about a millisecond); larger ones through their diagonals and edge rows (below)
+FULL_CHECK_ENTRIES = 1 << 20
+
+
+def _kernel_parts(ki: Any) -> list:
+    """The tensors of a computed kernel state that :func:`warn_if_kernel_not_finite` reads:
+    all of ``nngp`` / ``ntk`` when small; for large kernels their diagonals (x1 against
+    itself), the variances ``cov1`` / ``cov2`` and the first and last rows and columns.
+    Kernels are PSD, ``|K_ij| <= sqrt(K_ii K_jj)``, so an overflow shows on the diagonal
+    first, and a function that is NaN somewhere is NaN on the variances too; a full pass
+    over a large kernel would add ~10% to a fast fully connected ``kernel_fn``."""
+    parts = []
+    for t in (ki.nngp, ki.ntk):
+        if t is None:
+            continue
+        if t.numel() <= FULL_CHECK_ENTRIES or t.ndim != 2:
+            parts.append(t)
+            continue
+        if ki.x1_is_x2 and t.shape[0] == t.shape[1]:
+            parts.append(t.diagonal())
+        parts.extend([t[0], t[-1], t[:, 0], t[:, -1]])
+    parts.extend(c for c in (ki.cov1, ki.cov2) if c is not None)
+    return parts
+
+
 def warn_if_kernel_not_finite(k: Any) -> None:
-    """:func:`warn_if_not_finite` for the ``nngp`` / ``ntk`` of a computed kernel state (or a
-    list of them, for branching architectures), on behalf of ``Layer.kernel_fn``."""
+    """:func:`warn_if_not_finite` for a computed kernel state (or a list of them, for
+    branching architectures), on behalf of ``Layer.kernel_fn``."""
     ks = k if isinstance(k, (list, tuple)) else [k]
-    warn_if_not_finite([t for ki in ks for t in (ki.nngp, ki.ntk) if t is not None], "kernel_fn",
+    warn_if_not_finite([t for ki in ks for t in _kernel_parts(ki)], "kernel_fn",
                        " (a hyperparameter such as Exp's `b` or a Polynomial's degree makes the "
                        "kernel exceed the dtype's range: rescale the inputs or use float64)", stacklevel=4)
 

@@ -148,3 +148,15 @@ def test_hyperparameter_checks_keep_differentiable_tensors():
     L.serial(layer, L.Relu(), L.Dense(1, W_std=W)).kernel_fn(X, get="nngp").trace().backward()
     assert W.grad is not None and torch.isfinite(W.grad)
     assert L.Erf(a=torch.tensor(2.0)).a == 2.0 and isinstance(L.Erf(a=2).a, float)
+
+
+def test_large_kernels_are_checked_through_their_diagonals():
+    import widelimit as wl
+    from widelimit import _validate
+    x = torch.randn(1100, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 100
+    assert 1100 ** 2 > _validate.FULL_CHECK_ENTRIES
+    net = L.serial(L.Dense(8, W_std=3.0), L.Gaussian(a=1.0, b=1.0), L.Dense(1))
+    with pytest.warns(wl.NonFiniteWarning):
+        net.kernel_fn(x, get="nngp")
+    with pytest.warns(wl.NonFiniteWarning):
+        net.kernel_fn(x, x[:1000], get="nngp")
