@@ -149,3 +149,65 @@ def test_coord_check_and_module_seed_restore_the_global_rng():
     wl.coord_check(lambda w: nn.Sequential(nn.Linear(3, w), nn.ReLU(), nn.Linear(w, 1)),
                    [8, 16], (x, y), steps=1, seeds=1)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def _global_state():
+    import warnings
+
+    import numpy as np
+    import torch
+    return dict(torch_rng=torch.random.get_rng_state(), np_rng=repr(np.random.get_state()[1][:8]),
+                threads=torch.get_num_threads(), dtype=torch.get_default_dtype(),
+                grad=torch.is_grad_enabled(), matmul=torch.get_float32_matmul_precision(),
+                filters=repr(warnings.filters), env=dict(os.environ))
+
+
+def _public_calls():
+    """One call of each public entry point (and of the same ones failing on bad input)."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    import widelimit as wl
+    from widelimit import layers as L
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, dtype=torch.float64, generator=g)
+    y = torch.randn(6, 1, dtype=torch.float64, generator=g)
+    net = L.serial(L.Dense(8), L.Erf(), L.Dense(1))
+    k = net.kernel_fn(x, get="ntk")
+    mk = lambda w: nn.Sequential(nn.Linear(3, w), nn.ReLU(), nn.Linear(w, 1))   # noqa: E731
+    model = wl.parametrize(mk(16), base=mk(4), scheme="mup")
+    return [
+        lambda: net.kernel_fn(x.numpy(), get=("nngp", "ntk")),
+        lambda: L.serial(L.Dense(8), L.Elementwise(torch.tanh), L.Dense(1)).kernel_fn(x, get="ntk"),
+        lambda: net.module((3,), seed=1)(x.float()),
+        lambda: wl.empirical_ntk(net.module((3,), seed=2, dtype=torch.float64), x),
+        lambda: wl.monte_carlo_kernel_fn(net, 2, width=16, seed=0)(x, get="nngp"),
+        lambda: wl.predict.gradient_descent_mse(k, y, diag_reg=1e-3)(np.array([1.0, 10.0]), 0.0),
+        lambda: wl.predict.gp_inference(k, y, diag_reg=1e-3)("ntk", k[:2], k[:2, :2]),
+        lambda: wl.predict.max_learning_rate(k),
+        lambda: wl.param_groups(model, 1e-2),
+        lambda: wl.optim.Adam(model, lr=1e-3),
+        lambda: wl.coord_check(mk, [8, 16], (x.float(), y.float()), steps=1),
+        # failing calls must not leave anything changed either
+        lambda: net.kernel_fn(x * 1e300, get="nngp"),
+        lambda: wl.coord_check(mk, [8, 16], (torch.randn(4, 5, generator=g), torch.zeros(4, 1)), steps=1),
+        lambda: wl.predict.gradient_descent_mse(-k, y),
+        lambda: L.Erf(a=float("nan")),
+    ]
+
+
+def test_public_functions_leave_global_state_alone():
+    import torch
+
+    calls = _public_calls()               # (builds torch modules: uses the global RNG itself)
+    before = _global_state()
+    for i, call in enumerate(calls):
+        try:
+            call()
+        except (ValueError, TypeError):
+            pass
+        after = _global_state()
+        for key in before:
+            same = torch.equal(before[key], after[key]) if key == "torch_rng" else before[key] == after[key]
+            assert same, f"{key} changed by call {i} of _public_calls"

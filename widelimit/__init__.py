@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from widelimit import config  # noqa: E402
 config._from_environment()
 
+from widelimit._validate import NonFiniteWarning  # noqa: E402
 from widelimit import layers  # noqa: E402
 from widelimit.kernels import Kernel  # noqa: E402
 from widelimit.empirical import empirical_ntk, empirical_nngp, empirical_kernel_fn, linearize, taylor_expand, NtkImplementation  # noqa: E402
@@ -36,7 +37,7 @@ __all__ = [
     "NtkImplementation",
     "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",
     "optim", "predict", "limits", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
-    "analysis",
+    "analysis", "NonFiniteWarning",
 ]
 
 

@@ -13,34 +13,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from widelimit._validate import _MASK_HINT, check_input_magnitude, check_real, check_tensor_input
+
 __all__ = ["as_input", "check_finite_input", "kernels_tuple", "to_output", "check_positive", "parse_bytes",
            "gram", "gram_rows", "scipy_blas", "syrk_upper", "upper_to_full"]
 
 
 def as_input(x: Any, name: str, *, min_ndim: int = 2, check_finite: bool = True
              ) -> tuple[Tensor, bool]:
-    """Return ``(tensor, was_numpy)`` for a float array-like input ``x``.
+    """Return ``(tensor, was_numpy)`` for a float array-like input ``x``
+    (:func:`widelimit._validate.check_tensor_input`).
 
-    Raises TypeError for non-float data and ValueError for NaN/inf or too few
-    dimensions (a batch axis and a feature axis are required).
+    Raises TypeError for non-float data and ValueError for NaN/inf, too few dimensions
+    (a batch axis and a feature axis are required), no features, or entries whose Gram
+    matrix would overflow the dtype.
     """
-    was_numpy = isinstance(x, np.ndarray)
-    if was_numpy:
-        if not np.issubdtype(x.dtype, np.floating):
-            raise TypeError(f"`{name}` must be a floating-point array, got dtype {x.dtype}; "
-                            f"convert it with `{name}.astype(np.float64)`.")
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    elif not isinstance(x, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}.")
-    if not x.is_floating_point():
-        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype}; "
-                        f"convert it with `{name}.double()` or `{name}.float()`.")
-    if x.ndim < min_ndim:
-        raise ValueError(f"`{name}` must have at least {min_ndim} dimensions (batch, features...), "
-                         f"got shape {tuple(x.shape)}.")
-    if check_finite:
-        check_finite_input(x, name)
-    return x, was_numpy
+    return check_tensor_input(x, name, min_ndim=min_ndim, check_finite=check_finite)
 
 
 def all_finite(x: Tensor) -> bool:
@@ -52,9 +40,7 @@ def all_finite(x: Tensor) -> bool:
 
 
 def check_finite_input(x: Tensor, name: str) -> None:
-    if not all_finite(x):
-        raise ValueError(f"`{name}` contains NaN or inf values (to mark padding, pass "
-                         f"`mask_constant=float('nan')` or a boolean `mask`).")
+    check_input_magnitude(x, name, hint=_MASK_HINT)
 
 
 @functools.lru_cache(maxsize=None)
@@ -79,17 +65,9 @@ def to_output(x: Any, was_numpy: bool) -> Any:
 
 def check_positive(value: Any, name: str, *, allow_zero: bool = False,
                    allow_none: bool = False) -> None:
-    """Raise ValueError unless ``value`` (float or 0-d tensor) is > 0 (or >= 0)."""
-    if value is None:
-        if allow_none:
-            return
-        raise ValueError(f"`{name}` must be a number, got None.")
-    v = float(value.detach()) if isinstance(value, Tensor) else value
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        raise TypeError(f"`{name}` must be a number or a 0-d tensor, got {type(value).__name__}.")
-    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be finite and {bound}, got {v}.")
+    """Raise unless ``value`` (a real number or one-element tensor) is finite and > 0
+    (>= 0 with ``allow_zero``): :func:`widelimit._validate.check_real`."""
+    check_real(name, value, min=0.0, open_min=not allow_zero, allow_none=allow_none)
 
 
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,

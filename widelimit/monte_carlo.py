@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from widelimit._tensors import kernels_tuple, to_output
+from widelimit._validate import check_int
 from widelimit.empirical import empirical_nngp, empirical_ntk
 from widelimit.layers.base import Get, Layer, canonical_get, prepare_masked_inputs
 
@@ -40,8 +41,8 @@ def monte_carlo_kernel_fn(net: Layer, n_samples: int, width: Optional[int] = Non
     if not isinstance(net, Layer):
         raise TypeError(f"`net` must be a widelimit layer (e.g. widelimit.layers.serial(...)), "
                         f"got {type(net).__name__}.")
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"`n_samples` must be a positive integer, got {n_samples!r}.")
+    check_int("n_samples", n_samples, min=1)
+    check_int("seed", seed)
     arch = net if width is None else net.with_width(width)
 
     def kernel_fn(x1: Any, x2: Any = None, get: Get = ("nngp", "ntk"), *,

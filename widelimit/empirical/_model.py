@@ -14,11 +14,16 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-__all__ = ["as_tensor", "eval_mode", "select_params", "ModelFn"]
+from widelimit._validate import check_tensor_input
+
+__all__ = ["as_tensor", "eval_mode", "functional_errors", "select_params", "ModelFn"]
 
 
-def as_tensor(x: Any, name: str, model: nn.Module) -> tuple[Tensor, bool]:
-    """Return ``(tensor on the model's device, was_numpy)``; NumPy is cast to the model dtype."""
+def as_tensor(x: Any, name: str, model: nn.Module, forward_kwargs: dict | None = None
+              ) -> tuple[Tensor, bool]:
+    """Return ``(tensor on the model's device, was_numpy)``; NumPy is cast to the model dtype.
+    Float inputs must be finite unless ``forward_kwargs`` pass a ``mask`` / ``mask_constant``
+    (NaN padding read by widelimit's masked modules)."""
     was_numpy = isinstance(x, np.ndarray)
     ref = next(iter(model.parameters()), None)
     if was_numpy:
@@ -32,6 +37,9 @@ def as_tensor(x: Any, name: str, model: nn.Module) -> tuple[Tensor, bool]:
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"`{name}` must have a non-empty leading batch axis (N, ...), "
                          f"got shape {tuple(x.shape)}.")
+    masked = bool({"mask", "mask_constant"} & set(forward_kwargs or {}))
+    if (x.is_floating_point() or x.is_complex()) and not masked:
+        check_tensor_input(x, name, min_ndim=1, magnitude=False)
     if ref is not None and x.device != ref.device:
         x = x.to(ref.device)
     return x, was_numpy
@@ -47,6 +55,24 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+@contextlib.contextmanager
+def functional_errors() -> Iterator[None]:
+    """Turn torch.func's refusal of a model that writes to a buffer in place (``aten::add_``
+    on a step counter, running statistics) into an error that says what to change."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "in-place operation" not in str(e):
+            raise
+        raise RuntimeError(
+            "the model modifies a tensor (a buffer such as a step counter or running "
+            "statistics) in place in `forward`; the empirical kernels evaluate the model "
+            "functionally with torch.func, which forbids that. Skip the update when "
+            "`not self.training` (the empirical kernels run the model in eval mode), write it "
+            "out of place (`self.count = self.count + 1`), or register the tensor as a plain "
+            f"attribute instead of a buffer. torch.func said: {e}") from e
 
 
 def select_params(model: nn.Module, params: Sequence[str] | None) -> list[str]:

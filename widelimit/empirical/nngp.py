@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from widelimit.empirical._axes import OutAxes
 from widelimit.empirical._blocks import check_block_size
 from widelimit._tensors import kernels_tuple, parse_bytes
+from widelimit._validate import check_get, warn_if_not_finite
 from widelimit.empirical._model import ModelFn, as_tensor, eval_mode
 from widelimit.empirical.ntk import _as_impl, empirical_ntk
 
@@ -68,8 +69,8 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *, layer: str | No
             raise ValueError(f"`layer` must name a submodule of the model, got {layer!r}; "
                              f"valid names: {sorted(n for n in names if n)}.")
     mf = _NoGradModel(model, forward_kwargs)
-    x1t, was_numpy = as_tensor(x1, "x1", model)
-    x2t = None if (x2 is None or x2 is x1) else as_tensor(x2, "x2", model)[0]
+    x1t, was_numpy = as_tensor(x1, "x1", model, forward_kwargs)
+    x2t = None if (x2 is None or x2 is x1) else as_tensor(x2, "x2", model, forward_kwargs)[0]
     with eval_mode(model), torch.no_grad():
         f1 = _features(model, mf, x1t, "x1", layer)
         f2 = f1 if x2t is None else _features(model, mf, x2t, "x2", layer)
@@ -81,6 +82,7 @@ def empirical_nngp(model: nn.Module, x1: Any, x2: Any = None, *, layer: str | No
         k = axes.contract(f1.reshape(*f1.shape, 1) if nd else f1.reshape(-1, 1),
                           f2.reshape(*f2.shape, 1) if nd else f2.reshape(-1, 1))
         k = k / axes.trace_size
+    warn_if_not_finite([k], "empirical_nngp", " of the model (its outputs overflow)")
     return k.cpu().numpy() if was_numpy else k
 
 
@@ -118,10 +120,7 @@ def empirical_kernel_fn(model: nn.Module, trace_axes: Sequence[int] | int = (-1,
     def kernel_fn(x1: Any, x2: Any = None, get: str | Sequence[str] = _GETS,
                   **forward_kwargs: Any) -> Any:
         single = isinstance(get, str)
-        gets = (get,) if single else tuple(get)
-        bad = [g for g in gets if g not in _GETS]
-        if bad or not gets:
-            raise ValueError(f"`get` must be 'nngp', 'ntk' or a tuple of them, got {get!r}.")
+        gets = check_get(get, _GETS) or _GETS
         out = {}
         for g in gets:
             if g == "nngp":

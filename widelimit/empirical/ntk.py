@@ -16,7 +16,8 @@ from widelimit.empirical._axes import OutAxes
 from widelimit.empirical._blocks import blocked_kernel, check_block_size
 from widelimit.empirical._jacobian import JacobianContraction, NtkVectorProducts
 from widelimit._tensors import parse_bytes
-from widelimit.empirical._model import ModelFn, as_tensor, eval_mode
+from widelimit.empirical._model import ModelFn, as_tensor, eval_mode, functional_errors
+from widelimit._validate import warn_if_not_finite
 from widelimit.empirical._structured import Structured
 
 __all__ = ["NtkImplementation", "empirical_ntk"]
@@ -115,8 +116,8 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *,
     block_size = check_block_size(block_size)
     budget = parse_bytes(max_memory) if max_memory is not None else None
     mf = ModelFn(model, params, forward_kwargs)
-    x1t, was_numpy = as_tensor(x1, "x1", model)
-    x2t = None if (x2 is None or x2 is x1) else as_tensor(x2, "x2", model)[0]
+    x1t, was_numpy = as_tensor(x1, "x1", model, forward_kwargs)
+    x2t = None if (x2 is None or x2 is x1) else as_tensor(x2, "x2", model, forward_kwargs)[0]
     with eval_mode(model):
         out_shape = mf.check(x1t, "x1")
         if x2t is not None:
@@ -141,8 +142,9 @@ def empirical_ntk(model: nn.Module, x1: Any, x2: Any = None, *,
         if block_size is None and budget is not None:
             per = runner.bytes_per_example(x1t.element_size())
             block_size = max(1, budget // max(1, 2 * per))
-        with torch.no_grad():
+        with torch.no_grad(), functional_errors():
             k = blocked_kernel(runner, x1t, x2t, axes, block_size)
         if axes.trace_size != 1:
             k = k / axes.trace_size
+    warn_if_not_finite([k], "empirical_ntk", " of the model (its outputs or gradients overflow)")
     return k.detach().cpu().numpy() if was_numpy else k

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from widelimit._validate import check_bool, check_get, warn_if_kernel_not_finite
 from widelimit._tensors import as_input, check_finite_input, kernels_tuple, to_output
 from widelimit.kernels import _native
 from widelimit.kernels.masking import remask
@@ -29,15 +30,7 @@ Get = Union[None, str, Sequence[str]]
 
 
 def canonical_get(get: Get) -> Optional[tuple[str, ...]]:
-    if get is None:
-        return None
-    names = (get,) if isinstance(get, str) else tuple(get)
-    if not names:
-        raise ValueError(f"`get` must name at least one of {KERNEL_NAMES}, got {get!r}.")
-    for g in names:
-        if g not in KERNEL_NAMES:
-            raise ValueError(f"`get` must be one of {KERNEL_NAMES} (or a tuple of them), got {g!r}.")
-    return names
+    return check_get(get, KERNEL_NAMES)
 
 
 def select(k: Kernel, get: Get):
@@ -138,6 +131,18 @@ class Layer:
     #: True when the rule needs full spatial covariances (pooling, flatten, attention)
     needs_full_spatial: bool = False
 
+    #: hyperparameter specs, attribute name -> check (``widelimit._validate.Real`` / ``Int``,
+    #: or any ``check(name, value, owner) -> value``): every assignment of these attributes,
+    #: in ``__init__`` and in :meth:`copy`, is checked (type, finiteness, range) and
+    #: normalised here, so a layer states its rules once and never repeats them
+    hyperparameters: ClassVar[Mapping[str, Callable[..., Any]]] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        check = type(self).hyperparameters.get(name)
+        if check is not None:
+            value = check(name, value, type(self).__name__)
+        object.__setattr__(self, name, value)
+
     # -- to implement -------------------------------------------------------------------
     def apply_kernel(self, k):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -223,6 +228,8 @@ class Layer:
             ``get``, or the final :class:`Kernel` state when ``get`` is None.
         """
         names = canonical_get(get)
+        if diagonal_spatial is not None:
+            check_bool("diagonal_spatial", diagonal_spatial)
         from widelimit.scale.memory import tune_malloc
         tune_malloc()
         t1, t2, m1, m2, was_numpy = prepare_masked_inputs(x1, x2, mask, mask_constant,
@@ -233,7 +240,7 @@ class Layer:
             raise ValueError("`spatial_blocking` computes full spatial covariances in bands; it "
                              "cannot be combined with diagonal_spatial=True.")
         masked = m1 is not None or m2 is not None
-        if spatial_blocking not in (None, False) and masked:
+        if spatial_blocking not in (None, False) and (mask is not None or mask_constant is not None):
             raise ValueError("`spatial_blocking` does not support masked inputs (`mask` / "
                              "`mask_constant`); pass spatial_blocking=None or False.")
         if diagonal_spatial is None:
@@ -289,6 +296,7 @@ class Layer:
                         or not spatial.supports(self)):
                     raise
                 k = spatial.spatial_kernel(self, t1, t2, max_memory)
+        warn_if_kernel_not_finite(k)
         if isinstance(k, (list, tuple)):
             out = [select(ki, get) for ki in k]
             return to_output(out, was_numpy) if get is not None else out
@@ -302,6 +310,8 @@ class Layer:
         With ``input_shape`` (without the batch axis) the lazy parameters are
         materialised by a dry run, so the module can be handed to an optimiser at once.
         """
+        from widelimit.layers._module_checks import check_input_shape, install_input_check
+        input_shape = check_input_shape(input_shape)
         gen_state = None
         if seed is not None:
             gen_state = torch.random.get_rng_state()
@@ -318,7 +328,7 @@ class Layer:
         finally:
             if gen_state is not None:
                 torch.random.set_rng_state(gen_state)
-        return m
+        return install_input_check(m, input_shape)
 
     def copy(self, **changes) -> "Layer":
         new = copy.copy(self)

@@ -16,6 +16,7 @@ from widelimit.kernels.rules.fused import (fused_dense_elementwise, native_atten
 from widelimit.kernels.rules.branching import fan_in_concat_rule, fan_in_prod_rule, fan_in_sum_rule
 from widelimit.kernels.masking import merge_masks
 from widelimit.kernels.state import Kernel
+from widelimit._validate import Int, check_int
 from widelimit.layers.base import Layer
 from widelimit.layers.dense import Dense
 from widelimit.layers.masking import SerialModule, forward_masked
@@ -103,8 +104,7 @@ def serial(*layers: Layer) -> Serial:
 
 def repeat(layer: Layer, n: int) -> Serial:
     """``serial(layer, layer, ..., layer)``, n times (independent weights in the finite net)."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be a positive integer, got {n!r}.")
+    check_int("n", n, min=1)
     return Serial(*([layer] * n))
 
 
@@ -167,9 +167,9 @@ class FanOutModule(nn.Module):
 class FanOut(Layer):
     """Copy the input into ``num`` branches."""
 
+    hyperparameters = {"num": Int(min=1)}
+
     def __init__(self, num: int):
-        if not isinstance(num, int) or num < 1:
-            raise ValueError(f"`num` must be a positive integer, got {num!r}.")
         self.num = num
 
     def apply_kernel(self, k: Kernel):

@@ -22,8 +22,9 @@ from widelimit.kernels.rules.conv_transpose import (conv_transpose_rule, transpo
                                                     transpose_pads, wrap_axis)
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
-from widelimit.layers.dense import _float, check_affine_args, init_affine_
-from widelimit.layers.masking import ZeroMaskedInput
+from widelimit._validate import Int
+from widelimit.layers.dense import AFFINE_SPECS, _float, check_affine_args, init_affine_
+from widelimit.layers.masking import ZeroMaskedInput, mask_unsupported
 
 __all__ = ["Conv", "ConvLocal", "ConvTranspose", "ConvModule", "ConvLocalModule",
            "ConvTransposeModule", "pad_input", "check_tuple"]
@@ -143,6 +144,9 @@ class ConvTransposeModule(_LazyAffine):
     def _shapes(self, x):     # (out, in, *F) as ConvModule, so width-scaling tools agree
         return (self.out_chan, x.shape[1]) + self.filter_shape, (self.out_chan,)
 
+    def forward_masked(self, x: Tensor, mask: Optional[Tensor]):
+        raise mask_unsupported("ConvTranspose")
+
     def forward(self, x: Tensor) -> Tensor:
         n = len(self.filter_shape)
         # torch's transposed convolution takes (in, out, *F) and flips the filter
@@ -202,14 +206,14 @@ class Conv(Layer):
     """
 
     width_attr = "out_chan"
+    hyperparameters = {**AFFINE_SPECS, "out_chan": Int(min=1)}
     _rule = staticmethod(conv_rule)
     _module = ConvModule
 
     def __init__(self, out_chan: int, filter_shape: Sequence[int], strides: Optional[Sequence[int]] = None,
                  padding: str = "VALID", W_std=1.0, b_std=None, parameterization: str = "ntk",
                  s: tuple[int, int] = (1, 1)):
-        if not isinstance(out_chan, int) or isinstance(out_chan, bool) or out_chan < 1:
-            raise ValueError(f"`out_chan` must be a positive integer, got {out_chan!r}.")
+        self.out_chan = out_chan
         self.filter_shape = check_tuple(filter_shape, None, "filter_shape")
         if len(self.filter_shape) > 3:
             raise ValueError(f"`filter_shape` must have 1, 2 or 3 entries, got {filter_shape!r}.")
@@ -267,6 +271,5 @@ class ConvTranspose(Conv):
 
     def apply_kernel(self, k: Kernel) -> Kernel:
         if k.mask1 is not None or k.mask2 is not None:
-            raise NotImplementedError("ConvTranspose does not support masked inputs (`mask` / "
-                                      "`mask_constant`) yet; pass unmasked inputs.")
+            raise mask_unsupported("ConvTranspose")
         return super().apply_kernel(k)

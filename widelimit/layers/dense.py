@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from widelimit._tensors import check_positive
+from widelimit._validate import Int, Real
 from widelimit.kernels.rules.affine import dense_rule
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
@@ -21,9 +21,14 @@ from widelimit.layers.base import Layer
 PARAMETERIZATIONS = ("ntk", "standard")
 
 
+#: the hyperparameter specs of random affine layers (Dense, Conv), checked by Layer
+AFFINE_SPECS = {"W_std": Real(min=0.0, open_min=True, tensor=True),
+                "b_std": Real(min=0.0, tensor=True, allow_none=True)}
+
+
 def check_affine_args(W_std, b_std, parameterization: str, s) -> str:
-    check_positive(W_std, "W_std")
-    check_positive(b_std, "b_std", allow_zero=True, allow_none=True)
+    AFFINE_SPECS["W_std"]("W_std", W_std)
+    AFFINE_SPECS["b_std"]("b_std", b_std)
     p = str(parameterization).lower()
     if p not in PARAMETERIZATIONS:
         raise ValueError(f"`parameterization` must be one of {PARAMETERIZATIONS}, got {parameterization!r}.")
@@ -152,11 +157,10 @@ class Dense(Layer):
     """
 
     width_attr = "out_dim"
+    hyperparameters = {**AFFINE_SPECS, "out_dim": Int(min=1)}
 
     def __init__(self, out_dim: int, W_std=1.0, b_std=None, parameterization: str = "ntk",
                  s: tuple[int, int] = (1, 1), channel_axis: int = 1):
-        if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
-            raise ValueError(f"`out_dim` must be a positive integer, got {out_dim!r}.")
         if not isinstance(channel_axis, int) or isinstance(channel_axis, bool) or channel_axis == 0:
             raise ValueError(f"`channel_axis` must be a non-zero integer axis (0 is the batch axis), "
                              f"got {channel_axis!r}.")

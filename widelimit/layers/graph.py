@@ -72,6 +72,8 @@ class Aggregate(Layer):
                              f"{tuple(p.shape)}.")
         if not p.is_floating_point():
             p = p.to(torch.get_default_dtype())
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError("`pattern` contains NaN or inf values.")
         self.pattern = p
 
     def apply_kernel(self, k: Kernel) -> Kernel:

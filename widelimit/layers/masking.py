@@ -34,6 +34,13 @@ def zero_masked(x: Tensor, mask: Optional[Tensor]) -> Tensor:
     return x.masked_fill(mask.unsqueeze(1), 0.0)
 
 
+def mask_unsupported(who: str) -> NotImplementedError:
+    """The one refusal of masked inputs by a layer whose rule has no masked form yet (its
+    kernel rule and its finite module raise the same)."""
+    return NotImplementedError(f"{who} does not support masked inputs (`mask` / `mask_constant`) "
+                               f"yet; pass unmasked inputs.")
+
+
 def forward_masked(m: nn.Module, x, mask):
     """``(m(x), output mask)`` with ``x`` carrying the position mask ``mask``."""
     if mask is None:

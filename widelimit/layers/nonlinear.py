@@ -19,7 +19,11 @@ from widelimit.kernels.rules import trig as trig_rules
 from widelimit.kernels.rules.elementwise import elementwise_rule
 from widelimit.kernels.rules.quadrature import DEFAULT_ANGULAR, DEFAULT_RADIAL, quadrature_dual
 from widelimit.kernels.state import Kernel
+from widelimit._validate import Int, Real, check_real
 from widelimit.layers.base import Layer
+
+_REAL = Real()
+_DEGREE = Int(min=0)
 
 
 class ElementwiseModule(nn.Module):
@@ -64,8 +68,10 @@ class Nonlinearity(Layer):
 class ABRelu(Nonlinearity):
     """``a min(x, 0) + b max(x, 0)``."""
 
+    hyperparameters = {"a": _REAL, "b": _REAL}
+
     def __init__(self, a: float, b: float, do_stabilize: bool = False):
-        self.a, self.b, self.do_stabilize = float(a), float(b), do_stabilize
+        self.a, self.b, self.do_stabilize = a, b, do_stabilize
 
     def dual(self):
         return relu_rules.abrelu_dual(self.a, self.b)
@@ -94,7 +100,7 @@ class LeakyRelu(ABRelu):
     ``neural_tangents.stax.LeakyRelu``."""
 
     def __init__(self, alpha: float, do_stabilize: bool = False):
-        super().__init__(alpha, 1.0, do_stabilize)
+        super().__init__(check_real("alpha", alpha, owner="LeakyRelu"), 1.0, do_stabilize)
 
 
 class Abs(ABRelu):
@@ -127,9 +133,9 @@ class Sign(Nonlinearity):
 class RectifiedMonomial(Nonlinearity):
     """``1{x >= 0} x^degree``."""
 
+    hyperparameters = {"degree": _DEGREE}
+
     def __init__(self, degree: int):
-        if not isinstance(degree, int) or degree < 0:
-            raise ValueError(f"`degree` must be a non-negative integer, got {degree!r}.")
         self.degree = degree
 
     def dual(self):
@@ -142,8 +148,10 @@ class RectifiedMonomial(Nonlinearity):
 class Erf(Nonlinearity):
     """``a erf(b x) + c``."""
 
+    hyperparameters = {"a": _REAL, "b": _REAL, "c": _REAL}
+
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0):
-        self.a, self.b, self.c = float(a), float(b), float(c)
+        self.a, self.b, self.c = a, b, c
 
     def dual(self):
         return erf_rules.erf_dual(self.a, self.b, self.c)
@@ -173,8 +181,10 @@ class Gelu(Nonlinearity):
 class Sin(Nonlinearity):
     """``a sin(b x + c)``."""
 
+    hyperparameters = {"a": _REAL, "b": _REAL, "c": _REAL}
+
     def __init__(self, a: float = 1.0, b: float = 1.0, c: float = 0.0):
-        self.a, self.b, self.c = float(a), float(b), float(c)
+        self.a, self.b, self.c = a, b, c
 
     def dual(self):
         return trig_rules.sin_dual(self.a, self.b, self.c)
@@ -191,8 +201,10 @@ def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Sin:  # noqa: N802
 class Rbf(Nonlinearity):
     """``sqrt(2) sin(sqrt(2 gamma) x + pi/4)``: its dual is the RBF kernel."""
 
+    hyperparameters = {"gamma": Real(min=0.0, open_min=True)}
+
     def __init__(self, gamma: float = 1.0):
-        self.gamma = float(gamma)
+        self.gamma = gamma
 
     def dual(self):
         return trig_rules.rbf_dual(self.gamma)
@@ -214,8 +226,10 @@ class Gabor(Nonlinearity):
 class Exp(Nonlinearity):
     """``a exp(b x)``."""
 
+    hyperparameters = {"a": _REAL, "b": _REAL}
+
     def __init__(self, a: float = 1.0, b: float = 1.0):
-        self.a, self.b = float(a), float(b)
+        self.a, self.b = a, b
 
     def dual(self):
         return exp_rules.exp_dual(self.a, self.b)
@@ -227,8 +241,10 @@ class Exp(Nonlinearity):
 class Gaussian(Nonlinearity):
     """``a exp(b x^2)``."""
 
+    hyperparameters = {"a": _REAL, "b": _REAL}
+
     def __init__(self, a: float = 1.0, b: float = -1.0):
-        self.a, self.b = float(a), float(b)
+        self.a, self.b = a, b
 
     def dual(self):
         return exp_rules.gaussian_dual(self.a, self.b)
@@ -240,8 +256,10 @@ class Gaussian(Nonlinearity):
 class ExpNormalized(Nonlinearity):
     """The normalised Gaussian kernel map of Shankar et al. (2020); kernel only."""
 
+    hyperparameters = {"gamma": Real(min=0.0, open_min=True), "shift": _REAL}
+
     def __init__(self, gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False):
-        self.gamma, self.shift, self.do_clip = float(gamma), float(shift), do_clip
+        self.gamma, self.shift, self.do_clip = gamma, shift, do_clip
 
     def dual(self):
         return exp_rules.exp_normalized_dual(self.gamma, self.shift, self.do_clip)
@@ -250,13 +268,22 @@ class ExpNormalized(Nonlinearity):
         raise NotImplementedError("ExpNormalized is a kernel map with no finite-width network.")
 
 
+def _check_coef(name: str, coef: Sequence[float], owner: Optional[str] = None) -> tuple[float, ...]:
+    if isinstance(coef, (str, bytes)) or not hasattr(coef, "__len__"):
+        raise TypeError(f"{owner}: `{name}` must be a sequence of real numbers, got {coef!r}.")
+    out = tuple(check_real(f"{name}[{i}]", c, owner=owner) for i, c in enumerate(coef))
+    if not out:
+        raise ValueError(f"{owner}: `{name}` must contain at least one coefficient.")
+    return out
+
+
 class Polynomial(Nonlinearity):
     """``coef[0] + coef[1] x + ... + coef[n] x^n``."""
 
+    hyperparameters = {"coef": _check_coef}
+
     def __init__(self, coef: Sequence[float]):
-        self.coef = tuple(float(c) for c in coef)
-        if not self.coef:
-            raise ValueError("`coef` must contain at least one coefficient.")
+        self.coef = coef
 
     def dual(self):
         return poly_rules.polynomial_dual(self.coef)
@@ -271,11 +298,11 @@ class Polynomial(Nonlinearity):
 class Monomial(Polynomial):
     """``x^degree``."""
 
+    hyperparameters = {"coef": _check_coef, "degree": _DEGREE}
+
     def __init__(self, degree: int):
-        if not isinstance(degree, int) or degree < 0:
-            raise ValueError(f"`degree` must be a non-negative integer, got {degree!r}.")
-        super().__init__([0.0] * degree + [1.0])
         self.degree = degree
+        super().__init__([0.0] * self.degree + [1.0])
 
 
 class Hermite(Nonlinearity):
@@ -284,9 +311,9 @@ class Hermite(Nonlinearity):
     As in neural-tangents, the kernel assumes unit-variance inputs (e.g. after LayerNorm).
     """
 
+    hyperparameters = {"degree": _DEGREE}
+
     def __init__(self, degree: int):
-        if not isinstance(degree, int) or degree < 0:
-            raise ValueError(f"`degree` must be a non-negative integer, got {degree!r}.")
         self.degree = degree
 
     def dual(self):
@@ -301,6 +328,24 @@ class Hermite(Nonlinearity):
         return h / math.sqrt(math.factorial(self.degree))
 
 
+def check_elementwise(fn: Callable[[Tensor], Tensor], name: str) -> None:
+    """Probe ``fn`` on a few points of [-3, 3]: it must map a tensor to a tensor of the same
+    shape (elementwise) with finite values."""
+    probe = torch.linspace(-3.0, 3.0, 7, dtype=torch.float64)
+    try:
+        out = fn(probe)
+    except Exception as e:  # noqa: BLE001 - the user's function: report what it raised
+        raise TypeError(f"Elementwise: `{name}` must be an elementwise torch function; on a float64 "
+                        f"tensor of shape (7,) it raised {type(e).__name__}: {e}") from e
+    if not isinstance(out, Tensor) or out.shape != probe.shape:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"Elementwise: `{name}` must be elementwise (a tensor of its input's shape "
+                         f"out); on a tensor of shape (7,) it returned {got}.")
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"Elementwise: `{name}` returned NaN or inf on [-3, 3] "
+                         f"({out.tolist()}); the kernel needs a function finite on the real line.")
+
+
 class Elementwise(Nonlinearity):
     """Any elementwise torch function; its dual by polar Gauss-Legendre quadrature.
 
@@ -310,10 +355,15 @@ class Elementwise(Nonlinearity):
         n_radial, n_angular: quadrature points (radial; per angular piece).
     """
 
+    hyperparameters = {"n_radial": Int(min=1), "n_angular": Int(min=1)}
+
     def __init__(self, fn: Callable[[Tensor], Tensor], deriv: Optional[Callable] = None,
                  n_radial: int = DEFAULT_RADIAL, n_angular: int = DEFAULT_ANGULAR, name: str = ""):
         if not callable(fn):
             raise TypeError(f"`fn` must be callable, got {type(fn).__name__}.")
+        if deriv is not None and not callable(deriv):
+            raise TypeError(f"`deriv` must be callable or None, got {type(deriv).__name__}.")
+        check_elementwise(fn, "fn")
         self._fn, self._deriv = fn, deriv
         self.n_radial, self.n_angular = n_radial, n_angular
         self.name = name or getattr(fn, "__name__", "fn")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from widelimit._validate import Choice, Real
 from widelimit.kernels.rules.normalization import dropout_rule, layer_norm_rule
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
@@ -26,12 +27,12 @@ class LayerNorm(Layer):
     Infinite width: each covariance is divided by sqrt((eps + v1)(eps + v2)).
     """
 
+    hyperparameters = {"eps": Real(min=0.0)}
+
     def __init__(self, axis: int = 1, eps: float = 1e-12):
         if axis not in (1, -1):
             raise ValueError(f"LayerNorm supports normalisation over the channel axis (axis=1, or -1 "
                              f"for vectors), got axis={axis}.")
-        if eps < 0:
-            raise ValueError(f"`eps` must be >= 0, got {eps}.")
         self.axis, self.eps = axis, eps
 
     def apply_kernel(self, k: Kernel) -> Kernel:
@@ -47,12 +48,11 @@ class Dropout(Layer):
     """Dropout with keep probability ``rate`` (neural-tangents' convention; the finite
     module is ``torch.nn.Dropout(p=1 - rate)``). ``mode="test"`` is the identity."""
 
+    hyperparameters = {"rate": Real(min=0.0, open_min=True, max=1.0),
+                       "mode": Choice("train", "test")}
+
     def __init__(self, rate: float, mode: str = "train"):
-        if not 0 < rate <= 1:
-            raise ValueError(f"`rate` is the keep probability and must be in (0, 1], got {rate}.")
-        if mode not in ("train", "test"):
-            raise ValueError(f"`mode` must be 'train' or 'test', got {mode!r}.")
-        self.rate, self.mode = float(rate), mode
+        self.rate, self.mode = rate, mode
 
     def apply_kernel(self, k: Kernel) -> Kernel:
         return k if self.mode == "test" else dropout_rule(k, self.rate)

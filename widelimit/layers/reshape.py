@@ -62,6 +62,18 @@ def _index_kernel(k: Kernel, idx: tuple) -> Kernel:
     return map_kernel(k, fn, shape1=shape(k.shape1), shape2=shape(k.shape2))
 
 
+def check_index(idx: tuple, shape: tuple) -> None:
+    """ValueError naming ``idx`` if it has more entries than ``shape`` has axes or an integer
+    entry is outside its axis."""
+    if len(idx) > len(shape):
+        raise ValueError(f"`idx` {idx!r} has more entries than the inputs have axes "
+                         f"(shape {tuple(shape)}).")
+    for axis, (i, n) in enumerate(zip(idx, shape)):
+        if isinstance(i, int) and not -n <= i < n:
+            raise ValueError(f"`idx` entry {i} is out of range for axis {axis} of size {n} "
+                             f"(inputs of shape {tuple(shape)}).")
+
+
 class IndexModule(nn.Module):
     def __init__(self, idx: tuple):
         super().__init__()
@@ -71,6 +83,7 @@ class IndexModule(nn.Module):
         return self(x), mask[(slice(None),) + self.idx[2:]]
 
     def forward(self, x: Tensor) -> Tensor:
+        check_index(self.idx, tuple(x.shape))
         return x[self.idx]
 
 
@@ -98,9 +111,7 @@ class Index(Layer):
         self.idx = idx + (slice(None),) * max(0, 2 - len(idx))
 
     def apply_kernel(self, k: Kernel) -> Kernel:
-        if len(self.idx) - 2 > k.n_spatial:
-            raise ValueError(f"`idx` {self.idx!r} has more entries than the inputs have axes "
-                             f"(shape {k.shape1}).")
+        check_index(self.idx, tuple(k.shape1))
         return map_masks(_index_kernel(k, self.idx), self.mask_fn)
 
     def mask_fn(self, mask: Tensor) -> Tensor:

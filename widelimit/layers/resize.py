@@ -10,6 +10,7 @@ from widelimit.kernels.rules.resize import check_method, resize_axis, resize_rul
 from widelimit.kernels.state import Kernel
 from widelimit.layers.base import Layer
 from widelimit.layers.conv import check_spatial
+from widelimit.layers.masking import mask_unsupported
 
 __all__ = ["ImageResize", "ImageResizeModule"]
 
@@ -82,8 +83,7 @@ class ImageResize(Layer):
     def apply_kernel(self, k: Kernel) -> Kernel:
         check_spatial(k.shape1, len(self.shape) - 2, "ImageResize")
         if k.mask1 is not None or k.mask2 is not None:
-            raise NotImplementedError("ImageResize does not support masked inputs (`mask` / "
-                                      "`mask_constant`) yet; pass unmasked inputs.")
+            raise mask_unsupported("ImageResize")
         return resize_rule(k, _sizes(self.shape[2:], k.shape1), self.method, self.antialias)
 
     def build(self) -> nn.Module:

@@ -28,6 +28,7 @@ scaled.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from widelimit._validate import check_real
 
 __all__ = ["Row", "ABC", "SCHEMES", "get_scheme", "abc"]
 
@@ -130,12 +131,13 @@ def abc(
         c_adam: Adam learning-rate exponents; defaults to ``c``.
     """
     def triple(v: tuple[float, float, float] | float, what: str) -> tuple[float, float, float]:
-        if isinstance(v, (int, float)):
-            return (float(v),) * 3
-        v = tuple(float(x) for x in v)
+        if isinstance(v, (str, bytes)) or v is None:
+            raise TypeError(f"`{what}` must be a real number or 3 of them (input, hidden, output), got {v!r}.")
+        if not isinstance(v, (tuple, list)):
+            return (check_real(what, v),) * 3
         if len(v) != 3:
-            raise ValueError(f"{what} needs 3 exponents (input, hidden, output), got {len(v)}")
-        return v  # type: ignore[return-value]
+            raise ValueError(f"`{what}` needs 3 exponents (input, hidden, output), got {len(v)}")
+        return tuple(check_real(f"{what}[{i}]", x) for i, x in enumerate(v))  # type: ignore[return-value]
 
     a3, b3, c3 = triple(a, "a"), triple(b, "b"), triple(c, "c")
     ca3 = c3 if c_adam is None else triple(c_adam, "c_adam")

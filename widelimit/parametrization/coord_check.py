@@ -19,7 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from widelimit.parametrization.abc import ABC
-from widelimit.parametrization.optim import param_groups
+from widelimit._validate import check_int, check_real
+from widelimit.parametrization.optim import optimizer_kind, param_groups
 from widelimit.parametrization.parametrize import get_registry, parametrize
 
 __all__ = ["CoordCheckReport", "coord_check"]
@@ -111,7 +112,36 @@ def _type_order(t: str) -> tuple[int, str]:
 def _batches(data: Any) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         return itertools.repeat((data[0], data[1]))
-    return itertools.cycle(list(data))
+    if isinstance(data, torch.Tensor) or not hasattr(data, "__iter__"):
+        raise TypeError(f"`data` must be an (x, y) pair of tensors or an iterable of such batches, "
+                        f"got {type(data).__name__}.")
+    batches = list(data)
+    if not batches or not all(isinstance(b, (tuple, list)) and len(b) == 2 for b in batches):
+        raise ValueError("`data` must be an (x, y) pair of tensors or a non-empty iterable of "
+                         "(x, y) batches.")
+    return itertools.cycle(batches)
+
+
+def _check_widths(widths: Any) -> list[int]:
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+        raise TypeError(f"`widths` must be a sequence of integers, got {widths!r}.")
+    out = [check_int(f"widths[{i}]", w, min=1) for i, w in enumerate(widths)]
+    if len(out) < 2 or any(a >= b for a, b in zip(out, out[1:])):
+        raise ValueError(f"`widths` must be at least two strictly increasing widths, got {out}.")
+    return out
+
+
+def _check_data(model: nn.Module, x: Any, width: int) -> None:
+    """The model's own error on the probe batch, re-raised naming ``data``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`data` must be an (x, y) pair of tensors or an iterable of such batches; "
+                        f"its first x is {type(x).__name__}.")
+    try:
+        with torch.no_grad():
+            model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise ValueError(f"`data`: make_model({width}) cannot be applied to x of shape "
+                         f"{tuple(x.shape)}: {e}") from e
 
 
 def _default_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -126,7 +156,9 @@ def _keeps_global_rng(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with torch.random.fork_rng(devices=[]):
+        # CUDA generators too once CUDA is in use (forking them never initialises CUDA)
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=cuda):
             return fn(*args, **kwargs)
     return wrapper
 
@@ -165,11 +197,14 @@ def coord_check(
         modules: names of the modules to record (default: every leaf module
             with parameters).
     """
-    widths = [int(w) for w in widths]
-    if len(widths) < 2 or sorted(widths) != widths:
-        raise ValueError(f"widths must be at least two increasing widths, got {widths}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    widths = _check_widths(widths)
+    steps = check_int("steps", steps, min=1)
+    seeds = check_int("seeds", seeds, min=1)
+    check_real("lr", lr, min=0.0, open_min=True)
+    optimizer_kind(optimizer)
+    check_int("base_width", base_width, min=1, allow_none=True)
+    if not callable(make_model):
+        raise TypeError(f"`make_model` must be a callable width -> nn.Module, got {make_model!r}.")
     loss_fn = loss_fn or _default_loss
     opt_cls: type = optimizer if isinstance(optimizer, type) else (
         torch.optim.SGD if str(optimizer).lower() == "sgd" else torch.optim.Adam)
@@ -183,6 +218,8 @@ def coord_check(
             base = make_model(bw)
             delta_model = make_model(widths[1] if widths[1] != bw else widths[-1])
             torch.manual_seed(seed)
+            if not isinstance(base, nn.Module):
+                raise TypeError(f"`make_model` must return a torch.nn.Module, got {type(base).__name__}.")
             model = parametrize(make_model(width), base=base, scheme=scheme, delta=delta_model,
                                 readout_zero_init=readout_zero_init)
             reg = get_registry(model)
@@ -201,6 +238,7 @@ def coord_check(
             opt = opt_cls(param_groups(model, lr, optimizer if isinstance(optimizer, type) else str(optimizer)), lr=lr)
             batches = _batches(data)
             probe_x = next(iter(_batches(data)))[0]
+            _check_data(model, probe_x, width)
             captured: dict[str, torch.Tensor] = {}
             handles = [mods[n].register_forward_hook(_capture(n, captured)) for n in names]
             first: dict[str, torch.Tensor] = {}

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from widelimit._validate import check_real
 from widelimit.parametrization.parametrize import get_registry, index, lookup
 
 __all__ = ["param_groups", "optimizer_kind", "SGD", "Adam", "AdamW"]
@@ -24,7 +25,11 @@ _SGD_LIKE = ("SGD", "ASGD")
 
 def optimizer_kind(optimizer: str | type) -> str:
     """``"sgd"`` or ``"adam"`` for an optimiser name or class."""
-    name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "")
+    if not isinstance(optimizer, str) and not (isinstance(optimizer, type)
+                                               and issubclass(optimizer, torch.optim.Optimizer)):
+        raise TypeError(f"`optimizer` must be a name ('sgd', 'adam', 'adamw', ...) or a "
+                        f"torch.optim.Optimizer subclass, got {optimizer!r}.")
+    name = optimizer if isinstance(optimizer, str) else optimizer.__name__
     low = name.lower()
     if low in ("sgd", "adam"):
         return low
@@ -78,10 +83,13 @@ def param_groups(
         ValueError: a parameter was never parametrized.
     """
     kind = optimizer_kind(optimizer)
+    check_real("lr", lr, min=0.0)
+    check_real("weight_decay", weight_decay, min=0.0)
     out: list[dict[str, Any]] = []
-    for group in _as_groups(params):
-        base_lr = group.get("lr", lr)
-        base_wd = group.get("weight_decay", weight_decay)
+    for i, group in enumerate(_as_groups(params)):
+        base_lr = check_real(f"params[{i}]['lr']", group["lr"], min=0.0) if "lr" in group else lr
+        base_wd = (check_real(f"params[{i}]['weight_decay']", group["weight_decay"], min=0.0)
+                   if "weight_decay" in group else weight_decay)
         buckets: dict[float, dict[str, Any]] = {}
         for p in group["params"]:
             hit = lookup(p)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from widelimit.parametrization.abc import ABC, get_scheme
+from widelimit._validate import check_int, check_real
 
 __all__ = ["Readout", "attention_scale", "attention", "depth_multiplier"]
 
@@ -42,7 +43,9 @@ class Readout(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  output_mult: float = 1.0, readout_zero_init: bool = False,
                  device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
-        self.output_mult = float(output_mult)
+        in_features = check_int("in_features", in_features, min=1, owner="Readout")
+        out_features = check_int("out_features", out_features, min=1, owner="Readout")
+        self.output_mult = check_real("output_mult", output_mult, owner="Readout")
         self.readout_zero_init = bool(readout_zero_init)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
 
@@ -75,8 +78,8 @@ def attention_scale(d_head: int, scheme: str | ABC = "mup", base_d_head: int | N
     Raises:
         ValueError: non-positive head dimension.
     """
-    if d_head <= 0:
-        raise ValueError(f"d_head must be positive, got {d_head}")
+    check_int("d_head", d_head, min=1)
+    check_real("attn_mult", attn_mult)
     sch = get_scheme(scheme)
     feature_learning = sch.name in ("mup", "mf") or (
         sch.name not in ("sp", "ntk") and sch.output.a + sch.output.b >= 1.0
@@ -101,6 +104,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scheme: str 
 
 def depth_multiplier(depth: int, base_depth: int = 1) -> float:
     """Residual-branch multiplier ``sqrt(base_depth / depth)`` (depth-muP)."""
-    if depth <= 0 or base_depth <= 0:
-        raise ValueError(f"depths must be positive, got depth={depth}, base_depth={base_depth}")
+    check_int("depth", depth, min=1)
+    check_int("base_depth", base_depth, min=1)
     return math.sqrt(base_depth / depth)

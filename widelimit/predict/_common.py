@@ -12,6 +12,7 @@ Conventions (those of ``neural_tangents.predict``):
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections import namedtuple
 from typing import Any, NamedTuple, Optional, Sequence, Union
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 from widelimit._tensors import all_finite, check_positive, scipy_blas
+from widelimit._validate import check_get, check_kernel_matrix
 
 __all__ = ["Gaussian", "StudentT", "SingularKernelWarning", "Factor", "as_kernel", "as_targets",
            "as_times", "check_kernel_pair", "check_diag_reg", "check_learning_rate", "get_attr",
@@ -64,11 +66,15 @@ def _to_tensor(x: Any, name: str) -> tuple[Tensor, bool]:
     return x, was_numpy
 
 
-def as_kernel(k: Any, name: str) -> tuple[Tensor, bool]:
-    """Validate one kernel matrix: a finite float (N1, N2) tensor or ndarray."""
+def as_kernel(k: Any, name: str, *, train: bool = False) -> tuple[Tensor, bool]:
+    """Validate one kernel matrix: a finite float (N1, N2) tensor or ndarray; with ``train``
+    a square, symmetric, (cheaply checked) positive semi-definite train-train kernel
+    (:func:`widelimit._validate.check_kernel_matrix`)."""
     t, was_numpy = _to_tensor(k, name)
     if t.ndim != 2:
         raise ValueError(f"`{name}` must be a 2-D (N1, N2) kernel matrix, got shape {tuple(t.shape)}.")
+    if train:
+        check_kernel_matrix(t, name)
     return t, was_numpy
 
 
@@ -106,13 +112,18 @@ def as_times(t: Any, dtype: torch.dtype) -> Optional[tuple[Tensor, tuple]]:
     if t is None:
         return None
     if isinstance(t, Tensor):
-        tt = t.detach().to(dtype=dtype, device="cpu")
+        ok = not (t.is_complex() or t.dtype == torch.bool)
+        tt = t.detach().to(dtype=dtype, device="cpu") if ok else None
     else:
         try:
-            tt = torch.as_tensor(np.asarray(t, dtype=np.float64), dtype=dtype)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"`t` must be None, a number, or a list/array/tensor of numbers, "
-                            f"got {t!r}.") from e
+            arr = np.asarray(t)
+        except (TypeError, ValueError):
+            arr = np.asarray(None)
+        ok = arr.dtype.kind in "iuf"            # not bool, complex, str or object
+        tt = torch.as_tensor(arr.astype(np.float64), dtype=dtype) if ok else None
+    if tt is None:
+        raise TypeError(f"`t` must be None, a real number, or a list/array/tensor of real numbers, "
+                        f"got {type(t).__name__} {t!r}.")
     if bool(torch.isnan(tt).any()) or bool((tt < 0).any()):
         raise ValueError(f"`t` must be non-negative (inf or None for infinite time), got {t!r}.")
     return tt.reshape(-1), tuple(tt.shape)
@@ -131,14 +142,11 @@ def get_attr(k: Any, g: str, name: str) -> Any:
 
 def canonical_get(get: Union[None, str, Sequence[str]], allowed: Sequence[str],
                   default: tuple[str, ...] = ("nngp", "ntk")) -> tuple[tuple[str, ...], bool]:
-    """``(names, is_single)`` for ``get``; ValueError naming ``get`` otherwise."""
-    if get is None:
+    """``(names, is_single)`` for ``get``; ValueError / TypeError naming ``get`` otherwise."""
+    names = check_get(get, allowed)
+    if names is None:
         return default, False
-    single = isinstance(get, str)
-    names = (get,) if single else tuple(get)
-    if not names or any(g not in allowed for g in names):
-        raise ValueError(f"`get` must be one of {tuple(allowed)} or a tuple of them, got {get!r}.")
-    return names, single
+    return names, isinstance(get, str)
 
 
 def make_result(out: dict, names: tuple[str, ...], single: bool):
@@ -163,6 +171,12 @@ class Factor:
         if a.shape[0] != a.shape[1]:
             raise ValueError(f"`{name}` must be square (N, N), got shape {tuple(a.shape)}.")
         reg = diag_reg if absolute else diag_reg * float(torch.diagonal(a).mean())
+        big = torch.finfo(a.dtype).max / 4
+        if not math.isfinite(reg) or abs(reg) + float(torch.diagonal(a).abs().max()) > big:
+            raise ValueError(f"`diag_reg`={diag_reg:g} is too large: the ridge "
+                             f"{'diag_reg' if absolute else 'diag_reg x mean(diag(K))'} = {reg:.3g} "
+                             f"overflows {a.dtype} (largest {torch.finfo(a.dtype).max:.3g}); "
+                             f"the predictions would be NaN.")
         self.reg = reg
         if reg:      # A + reg I: one copy, the diagonal updated in place (no (N, N) identity)
             self.a = a.clone()
@@ -193,6 +207,10 @@ class Factor:
         if self._eig is None:
             evals, evecs = torch.linalg.eigh(self.a)
             tol = self.eps * float(evals.abs().max()) if self.n else 0.0
+            if self.n and float(evals[0]) < -math.sqrt(torch.finfo(evals.dtype).eps) * float(evals.abs().max()):
+                raise ValueError(f"`{self.name}` (+ diag_reg) is not positive semi-definite: its "
+                                 f"smallest eigenvalue is {float(evals[0]):.3g} (largest "
+                                 f"{float(evals[-1]):.3g}); a kernel matrix has none below 0.")
             self._eig = (evals, evecs, evals <= tol)
         return self._eig
 

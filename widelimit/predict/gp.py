@@ -50,7 +50,7 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
     check_trace_axes(trace_axes)
     first = k_train_train if not hasattr(k_train_train, "nngp") else (
         k_train_train.nngp if k_train_train.nngp is not None else k_train_train.ntk)
-    k0, was_numpy = as_kernel(first, "k_train_train")
+    k0, was_numpy = as_kernel(first, "k_train_train", train=True)
     n = k0.shape[0]
     y, _, was_1d = as_targets(y_train, n)
     y = y.to(k0.dtype)
@@ -63,7 +63,7 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
 
     def kdd(g: str) -> Tensor:
         if g not in checked:     # validated once (a NaN scan of (N, N) is not free)
-            k, _ = as_kernel(get_attr(k_train_train, g, "k_train_train"), "k_train_train")
+            k, _ = as_kernel(get_attr(k_train_train, g, "k_train_train"), "k_train_train", train=True)
             if k.shape != (n, n):
                 raise ValueError(f"`k_train_train.{g}` must have shape ({n}, {n}), got {tuple(k.shape)}.")
             checked[g] = k.to(k0.dtype)
@@ -195,7 +195,7 @@ def student_t_inference(k_train_train: Any, y_train: Any, alpha: float = 2.0, be
     check_positive(alpha, "alpha")
     check_positive(beta, "beta")
     k = get_attr(k_train_train, "nngp", "k_train_train")
-    kd, was_numpy = as_kernel(k, "k_train_train")
+    kd, was_numpy = as_kernel(k, "k_train_train", train=True)
     y, _, was_1d = as_targets(y_train, kd.shape[0])
     y = y.to(kd.dtype)
     factor = Factor(kd, check_diag_reg(diag_reg), bool(diag_reg_absolute_scale), "k_train_train")

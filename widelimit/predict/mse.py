@@ -14,6 +14,8 @@ covariance of eqs. 14-16 of that paper.  Semantics follow ``neural_tangents.pred
 """
 from __future__ import annotations
 
+import math
+
 from functools import lru_cache
 from typing import Any, Callable, Optional, Sequence
 
@@ -78,7 +80,7 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
         eigendecomposition / Cholesky factor is computed once and cached.
     """
     check_trace_axes(trace_axes)
-    k_dd, was_numpy = as_kernel(k_train_train, "k_train_train")
+    k_dd, was_numpy = as_kernel(k_train_train, "k_train_train", train=True)
     y, _, was_1d = as_targets(y_train, k_dd.shape[0])
     y = y.to(k_dd.dtype)
     lr = check_learning_rate(learning_rate)
@@ -311,13 +313,20 @@ def max_learning_rate(ntk_train_train: Any, y_train_size: Optional[int] = None,
     :math:`2 (1 + m) n / \lambda_{max}` (Goh, "Why Momentum Really Works", 2017).  ``n``
     defaults to N (one output).
     """
-    k, _ = as_kernel(ntk_train_train, "ntk_train_train")
+    k, _ = as_kernel(ntk_train_train, "ntk_train_train", train=True)
     if k.shape[0] != k.shape[1]:
         raise ValueError(f"`ntk_train_train` must be square, got shape {tuple(k.shape)}.")
     check_positive(momentum, "momentum", allow_zero=True)
     factor = k.shape[0] if y_train_size is None else int(y_train_size)
     if factor < 1:
         raise ValueError(f"`y_train_size` must be a positive integer, got {y_train_size!r}.")
-    lam_max = float(torch.linalg.eigvalsh(k.to(torch.float64))[-1])
+    evals = torch.linalg.eigvalsh(k.to(torch.float64))
+    lam_min, lam_max = float(evals[0]), float(evals[-1])
+    if lam_max <= 0:
+        raise ValueError("`ntk_train_train` has no positive eigenvalue (a zero kernel): gradient "
+                         "descent does not move the outputs and every learning rate is stable.")
+    if lam_min < -math.sqrt(torch.finfo(k.dtype).eps) * lam_max:
+        raise ValueError(f"`ntk_train_train` is not positive semi-definite: its smallest "
+                         f"eigenvalue is {lam_min:.3g} (largest {lam_max:.3g}).")
     return 2.0 * (1.0 + float(momentum)) * factor / (lam_max + eps)
 

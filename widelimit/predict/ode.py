@@ -63,7 +63,7 @@ def gradient_descent(loss: Callable[[Tensor, Tensor], Tensor], k_train_train: An
     check_trace_axes(trace_axes)
     if not callable(loss):
         raise TypeError(f"`loss` must be callable as loss(fx_train, y_train), got {type(loss).__name__}.")
-    k_dd, was_numpy = as_kernel(k_train_train, "k_train_train")
+    k_dd, was_numpy = as_kernel(k_train_train, "k_train_train", train=True)
     if k_dd.shape[0] != k_dd.shape[1]:
         raise ValueError(f"`k_train_train` must be square, got shape {tuple(k_dd.shape)}.")
     y, _, was_1d = as_targets(y_train, k_dd.shape[0])
