@@ -152,18 +152,21 @@ def plan_blocks(compute: Callable, x1: Batch, x2: Optional[Batch], budget: int,
         if owner is not None:
             _PROBED.setdefault(owner, {})[memo] = (per_pair, out_per_pair)
     out_bytes = n1 * n2 * out_per_pair * item
-    free = budget - out_bytes - (t1.numel() + (0 if t2 is None else t2.numel())) * item
+    in_bytes = (t1.numel() + (0 if t2 is None else t2.numel())) * item
+    free = budget - out_bytes - in_bytes
     unit = LIVE_TENSORS * per_pair * item          # bytes per (b1 b2 + b1 + b2) entry
     cap = free / unit
     mem_cap = cap
     if cache_elements:
         cap = min(cap, max(3.0, cache_elements / per_pair))
     if mem_cap < 3:
-        need = out_bytes + 3 * unit
+        need = out_bytes + in_bytes + 3 * unit
         raise BudgetTooSmall(
-            f"`max_memory`={_fmt(budget)} is too small: one block of a single pair of inputs "
-            f"needs about {_fmt(3 * unit)} (largest intermediate: {per_pair} elements per pair) "
-            f"and the result {_fmt(out_bytes)}; pass max_memory of at least {_fmt(need)}."
+            f"`max_memory`={_fmt(budget)} is too small for this call: it needs at least "
+            f"{_fmt(need)} = the result {_fmt(out_bytes)} + the inputs {_fmt(in_bytes)} + one "
+            f"block of a single pair of inputs {_fmt(3 * unit)} (largest intermediate: "
+            f"{per_pair} elements per pair); pass max_memory of at least {_fmt(need)}, or "
+            f"compute the result out of core with `wl.compute_kernel(kernel_fn, x, out=\"K.zarr\")`."
             + (hint or ""))
     if x2 is None:   # square blocks so that mirrored blocks line up
         b = int((math.sqrt(1 + cap) - 1))
