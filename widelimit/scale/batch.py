@@ -31,7 +31,7 @@ from widelimit.scale.grid import blocks
 from widelimit.scale.memory import (KernelMemoryError, check_result_fits, format_bytes,
                                     parse_memory)
 
-__all__ = ["batch", "DEFAULT_BLOCK", "LIVE_TENSORS"]
+__all__ = ["batch", "choose_block_size", "DEFAULT_BLOCK", "LIVE_TENSORS"]
 
 #: block size without ``block_size`` and ``max_memory``
 DEFAULT_BLOCK = 2048
@@ -104,6 +104,25 @@ def _block_size(block_size: Optional[int], budget: Optional[int], need: int, ker
     return block_size
 
 
+def choose_block_size(block_size: Optional[int], max_memory: Any, item: int, kernels: int,
+                      n1: int, n2: int, in_bytes: int) -> int:
+    """Check that the result fits (:class:`KernelMemoryError` otherwise) and return the
+    block size: ``block_size`` if one block fits what the budget leaves, else the largest
+    that does (module docstring)."""
+    out_bytes = kernels * n1 * n2 * item
+    check_result_fits(out_bytes, max_memory, (n1, n2))
+    budget = None if max_memory is None else parse_memory(max_memory)
+    return _block_size(block_size, budget, out_bytes + in_bytes, kernels, item, max(n1, n2, 1))
+
+
+def _is_layer_kernel_fn(fn: Any) -> bool:
+    """A bound ``Layer.kernel_fn``: blocked by the execution layer itself, which computes
+    the input Gram matrix once so that blocks keep the unblocked arithmetic."""
+    owner = getattr(fn, "__self__", None)
+    return (owner is not None and getattr(fn, "__name__", "") == "kernel_fn"
+            and hasattr(owner, "apply_kernel") and hasattr(owner, "walk"))
+
+
 def batch(kernel_fn: Callable, block_size: Optional[int] = None, max_memory: Any = None,
           progress: bool = False) -> Callable:
     """``kernel_fn`` computed in blocks of at most ``block_size`` x ``block_size`` pairs.
@@ -132,6 +151,8 @@ def batch(kernel_fn: Callable, block_size: Optional[int] = None, max_memory: Any
     if not isinstance(progress, bool):
         raise TypeError(f"`progress` must be True or False, got {progress!r}.")
 
+    layer_fn = _is_layer_kernel_fn(kernel_fn)
+
     def batched(x1: Any, x2: Any = None, get: Any = _UNSET, **kw: Any):
         call_kw = dict(kw) if get is _UNSET else dict(kw, get=get)
         if get is None:
@@ -141,12 +162,12 @@ def batch(kernel_fn: Callable, block_size: Optional[int] = None, max_memory: Any
         n2 = n1 if x2 is None else _n(x2)
         kernels = 2 if get is _UNSET else (1 if isinstance(get, str) else len(tuple(get)))
         item = _itemsize(x1)
-        out_bytes = kernels * n1 * n2 * item
-        check_result_fits(out_bytes, max_memory, (n1, n2))
         in_bytes = (x1.numel() if isinstance(x1, torch.Tensor) else np.size(x1)) * item
         if x2 is not None:
             in_bytes += (x2.numel() if isinstance(x2, torch.Tensor) else np.size(x2)) * item
-        b = _block_size(block_size, budget, out_bytes + in_bytes, kernels, item, max(n1, n2))
+        b = choose_block_size(block_size, max_memory, item, kernels, n1, n2, in_bytes)
+        if layer_fn:
+            return kernel_fn(x1, x2, block_size=b, progress=progress, **call_kw)
         symmetric = x2 is None
         grid = blocks(n1, n2, b, symmetric)
         bar = None

@@ -59,17 +59,13 @@ def run(fn: Callable, x1: Any, x2: Any = None, *, get: Any = None, max_memory: A
         if arch is None:
             raise TypeError("`run` needs the architecture owning the rules: pass `arch=`.")
     names = canonical_get(get)
-    if block_size is not None or progress:
-        from widelimit.scale.batch import batch
-
-        def inner(a, b=None, get=get):
-            return run(fn, a, b, get=get, max_memory=max_memory, arch=arch,
-                       diagonal_spatial=diagonal_spatial, mask_constant=mask_constant,
-                       mask=mask, spatial_blocking=spatial_blocking)
-        if mask is not None:
-            raise ValueError("`block_size` / `progress` do not support `mask`; use mask_constant.")
-        return batch(inner, block_size=block_size, max_memory=max_memory,
-                     progress=progress)(x1, x2, get=get)
+    blocked = block_size is not None or progress
+    if blocked and (x1 is None or getattr(x1, "ndim", 0) != 2 or mask is not None
+                    or mask_constant is not None):
+        # images / masked inputs: blocks of input pairs, each computed as usual
+        return _batched(fn, x1, x2, get, max_memory, block_size, progress, arch,
+                        diagonal_spatial=diagonal_spatial, mask_constant=mask_constant,
+                        mask=mask, spatial_blocking=spatial_blocking)
     tune_malloc()
     t1, t2, m1, m2, was_numpy = prepare_masked_inputs(x1, x2, mask, mask_constant,
                                                       arch.input_channel_axis())
@@ -91,8 +87,11 @@ def run(fn: Callable, x1: Any, x2: Any = None, *, get: Any = None, max_memory: A
         needing = next(layer for layer in arch.walk() if layer.needs_full_spatial)
         raise ValueError(f"diagonal_spatial=True is impossible for this architecture: {needing!r} "
                          f"needs full spatial covariances (covariances between positions).")
-    k = _strategy(fn, arch, t1, t2, m1, m2, names, max_memory, diagonal_spatial,
-                  spatial_blocking, masked)
+    if blocked:
+        k = _vector_blocks(fn, t1, t2, names, block_size, progress, max_memory)
+    else:
+        k = _strategy(fn, arch, t1, t2, m1, m2, names, max_memory, diagonal_spatial,
+                      spatial_blocking, masked)
     from widelimit._tensors import to_output
     from widelimit._validate import warn_if_kernel_not_finite
     warn_if_kernel_not_finite(k)
@@ -100,6 +99,48 @@ def run(fn: Callable, x1: Any, x2: Any = None, *, get: Any = None, max_memory: A
         out = [select(ki, get) for ki in k]
         return to_output(out, was_numpy) if get is not None else out
     return to_output(select(k, get), was_numpy) if get is not None else k
+
+
+def _batched(fn, x1, x2, get, max_memory, block_size, progress, arch, **options):
+    """:func:`widelimit.scale.batch.batch` over blocks of input pairs, each block computed
+    by :func:`run` (which picks the strategy for it)."""
+    from widelimit.scale.batch import batch
+    if options.get("mask") is not None:
+        raise ValueError("`block_size` / `progress` do not support `mask`; pass "
+                         "`mask_constant` or compute without blocks.")
+
+    def inner(a, b=None, get=get):
+        return run(fn, a, b, get=get, max_memory=max_memory, arch=arch, **options)
+    return batch(inner, block_size=block_size, max_memory=max_memory,
+                 progress=progress)(x1, x2, get=get)
+
+
+def _vector_blocks(fn, t1, t2, names, block_size, progress, max_memory):
+    """Kernels of vector inputs in tiles of ``block_size`` (``wl.batch``): the input Gram
+    matrix once for all blocks, as the unblocked call computes it, then the rules tile by
+    tile -- so every entry has the arithmetic of the unblocked call, bit for bit."""
+    import sys
+
+    from widelimit.scale.batch import choose_block_size
+    from widelimit.scale.blocking import run_tiles
+    n1 = t1.shape[0]
+    n2 = n1 if t2 is None else t2.shape[0]
+    kernels = 2 if names is None else len(names)
+    b = choose_block_size(block_size, max_memory, t1.element_size(), kernels, n1, n2,
+                          (t1.numel() + (0 if t2 is None else t2.numel())) * t1.element_size())
+    k0 = inputs_to_kernel(t1, t2, upper_only=True, compute_ntk=names is None or "ntk" in names)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        total = n1 * (n1 + b) // 2 if t2 is None else n1 * n2   # about: upper triangle
+        bar = tqdm(total=total, unit="entries", unit_scale=True, file=sys.stderr,
+                   desc="kernel", leave=False)
+    try:
+        return run_tiles(fn, k0, block_size=b, on_block=None if bar is None else (
+            lambda r, c: bar.update((r.stop - r.start) * (c.stop - c.start))))
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _strategy(fn, arch, t1, t2, m1, m2, names, max_memory, diagonal_spatial, spatial_blocking,

@@ -47,12 +47,13 @@ def parse_memory(value: Union[int, float, str], name: str = "max_memory") -> int
 
 
 def format_bytes(n: float) -> str:
-    """``n`` bytes in the largest decimal unit (B, KB, MB, GB, TB) that keeps it >= 1."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+    """``n`` bytes in the largest decimal unit (B, KB, MB, GB, TB) that keeps it >= 1,
+    three significant digits: ``format_bytes(2.4e3) == "2.4KB"``."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.3g}{unit}"
         n /= 1000
-    raise AssertionError("unreachable")
+    return f"{n:.3g}TB"
 
 
 class KernelMemoryError(MemoryError, ValueError):
