@@ -13,17 +13,14 @@ and its module (the neural-tangents ``(init_fn, apply_fn, kernel_fn)`` triple).
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from widelimit._validate import check_bool, check_get, warn_if_kernel_not_finite
-from widelimit._tensors import as_input, check_finite_input, kernels_tuple, to_output
-from widelimit.kernels import _native
-from widelimit.kernels.masking import remask
-from widelimit.kernels.state import Kernel, inputs_to_kernel
+from widelimit._validate import check_bool, check_get
+from widelimit._tensors import as_input, check_finite_input, kernels_tuple
+from widelimit.kernels.state import Kernel
 
 KERNEL_NAMES = ("nngp", "ntk")
 Get = Union[None, str, Sequence[str]]
@@ -196,7 +193,8 @@ class Layer:
     def kernel_fn(self, x1: Any, x2: Any = None, get: Get = None, *,
                   diagonal_spatial: Optional[bool] = None, max_memory=None,
                   mask_constant: Optional[float] = None, mask: Any = None,
-                  spatial_blocking: Union[None, bool, int] = None):
+                  spatial_blocking: Union[None, bool, int] = None,
+                  block_size: Optional[int] = None, progress: bool = False):
         """Infinite-width kernels of this architecture between ``x1`` and ``x2``.
 
         Args:
@@ -222,85 +220,25 @@ class Layer:
             spatial_blocking: None chooses automatically (above); True forces bands of
                 positions, an integer forces bands of that many output rows of the
                 first spatial axis; False never uses them.
+            block_size: compute the result in blocks of at most this many inputs per side
+                (:func:`widelimit.batch`); bit-identical to the unblocked call.
+            progress: a tqdm progress bar over those blocks (entries/s).
+
+        How the computation runs (tiles, blocks, bands, threads) is decided by
+        :func:`widelimit.scale.execute.run`; a result that cannot fit ``max_memory`` (or the
+        memory available now) raises :class:`widelimit.scale.memory.KernelMemoryError`
+        before anything is allocated.
 
         Returns:
             (N1, N2) tensors (NumPy arrays for NumPy input), a namedtuple for a tuple
             ``get``, or the final :class:`Kernel` state when ``get`` is None.
         """
-        names = canonical_get(get)
         if diagonal_spatial is not None:
             check_bool("diagonal_spatial", diagonal_spatial)
-        from widelimit.scale.memory import tune_malloc
-        tune_malloc()
-        t1, t2, m1, m2, was_numpy = prepare_masked_inputs(x1, x2, mask, mask_constant,
-                                                          self.input_channel_axis())
-        from widelimit.scale import spatial
-        spatial_blocking = spatial.check_option(spatial_blocking)
-        if spatial_blocking not in (None, False) and diagonal_spatial:
-            raise ValueError("`spatial_blocking` computes full spatial covariances in bands; it "
-                             "cannot be combined with diagonal_spatial=True.")
-        masked = m1 is not None or m2 is not None
-        if spatial_blocking not in (None, False) and (mask is not None or mask_constant is not None):
-            raise ValueError("`spatial_blocking` does not support masked inputs (`mask` / "
-                             "`mask_constant`); pass spatial_blocking=None or False.")
-        if diagonal_spatial is None:
-            diagonal_spatial = not self.requires_full_spatial()
-        elif diagonal_spatial and self.requires_full_spatial():
-            needing = next(layer for layer in self.walk() if layer.needs_full_spatial)
-            raise ValueError(f"diagonal_spatial=True is impossible for this architecture: {needing!r} "
-                             f"needs full spatial covariances (covariances between positions).")
-
-        factors_only = not diagonal_spatial and self._factors_only()
-
-        def compute(a, b):
-            (a, ma), (b, mb) = a, (None, None) if b is None else b
-            k = self.apply_kernel(inputs_to_kernel(
-                a, b, diagonal_spatial=diagonal_spatial, mask1=ma, mask2=mb,
-                factors_only=factors_only and ma is None and mb is None))
-            return [remask(ki) for ki in k] if isinstance(k, (list, tuple)) else remask(k)
-
-        from widelimit.scale.blocking import SMALL_PROBLEM, BudgetTooSmall, run_blocked, run_tiles
-        from widelimit.scale.threads import single_thread
-        k = None
-        if (not diagonal_spatial or spatial_blocking) and not masked:
-            k = spatial.maybe_spatial_kernel(self, t1, t2, max_memory, spatial_blocking)
-        if k is None and t1.ndim == 2 and not masked and max_memory is None:
-            # vectors: the input kernel once (BLAS syrk for x2 = None), then every layer's
-            # rules tile by tile (scale.blocking.run_tiles)
-            small = t1.shape[0] * (t1.shape[0] if t2 is None else t2.shape[0]) <= SMALL_PROBLEM
-            k0 = inputs_to_kernel(t1, t2, upper_only=True, compute_ntk=names is None or "ntk" in names)
-            with single_thread(small):
-                k = run_tiles(self.apply_kernel, k0,
-                              whole=_native.applies(k0.nngp) and all(layer.has_native_rule()
-                                                                     for layer in self.walk()),
-                              handover=self.clears_scratch)
-        if k is None:
-            n2 = t1.shape[0] if t2 is None else t2.shape[0]
-            # small problems run in one block on one thread, without the planner's probe
-            per_pair = math.prod(t1.shape[2:]) ** (1 if diagonal_spatial else 2)
-            small = t1.shape[0] * n2 * per_pair <= SMALL_PROBLEM
-            hint = None
-            if t1.ndim > 2:
-                hint = (" Spatial blocking (bands of positions) does not support masked inputs."
-                        if masked else spatial.budget_hint(self))
-            try:
-                with single_thread(small and max_memory is None):
-                    k = run_blocked(compute, (t1, m1), None if t2 is None else (t2, m2),
-                                    max_memory, hint=hint,
-                                    probe=(t1.ndim > 2 and not small) or max_memory is not None,
-                                    owner=self, key=(diagonal_spatial, names))
-            except BudgetTooSmall:
-                # the measured pair is larger than the geometry's estimate (e.g. quadrature
-                # nonlinearities): bands of positions, where the architecture allows them
-                if (spatial_blocking is not None or masked or t1.ndim <= 2
-                        or not spatial.supports(self)):
-                    raise
-                k = spatial.spatial_kernel(self, t1, t2, max_memory)
-        warn_if_kernel_not_finite(k)
-        if isinstance(k, (list, tuple)):
-            out = [select(ki, get) for ki in k]
-            return to_output(out, was_numpy) if get is not None else out
-        return to_output(select(k, get), was_numpy) if get is not None else k
+        from widelimit.scale.execute import run
+        return run(self.apply_kernel, x1, x2, get=get, arch=self, max_memory=max_memory,
+                   block_size=block_size, progress=progress, diagonal_spatial=diagonal_spatial,
+                   mask_constant=mask_constant, mask=mask, spatial_blocking=spatial_blocking)
 
     def module(self, input_shape: Optional[Sequence[int]] = None, *,
                dtype: Optional[torch.dtype] = None, device: Any = None,

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from widelimit.kernels import _native
 from widelimit.kernels.state import Kernel
-from widelimit.scale.memory import (DEFAULT_FRACTION, MaxNumel, PeakBytes, available_memory,
+from widelimit.scale.memory import (DEFAULT_FRACTION, KernelMemoryError, format_bytes, MaxNumel, PeakBytes, available_memory,
                                     bytes_in_use, resolve_budget)
 from widelimit.scale.threads import parallel_map
 
@@ -72,16 +72,12 @@ class Plan:
     budget: int
 
 
-class BudgetTooSmall(ValueError):
-    """``max_memory`` cannot hold one pair of inputs (raised by :func:`plan_blocks`)."""
+class BudgetTooSmall(KernelMemoryError):
+    """``max_memory`` cannot hold the result, the inputs and one pair of inputs (raised by
+    :func:`plan_blocks`; a :class:`~widelimit.scale.memory.KernelMemoryError`)."""
 
 
-def _fmt(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n}"
+_fmt = format_bytes
 
 
 def _result_numel(res) -> int:
@@ -152,19 +148,22 @@ def plan_blocks(compute: Callable, x1: Batch, x2: Optional[Batch], budget: int,
         if owner is not None:
             _PROBED.setdefault(owner, {})[memo] = (per_pair, out_per_pair)
     out_bytes = n1 * n2 * out_per_pair * item
-    free = budget - out_bytes - (t1.numel() + (0 if t2 is None else t2.numel())) * item
+    in_bytes = (t1.numel() + (0 if t2 is None else t2.numel())) * item
+    free = budget - out_bytes - in_bytes
     unit = LIVE_TENSORS * per_pair * item          # bytes per (b1 b2 + b1 + b2) entry
     cap = free / unit
     mem_cap = cap
     if cache_elements:
         cap = min(cap, max(3.0, cache_elements / per_pair))
     if mem_cap < 3:
-        need = out_bytes + 3 * unit
+        need = out_bytes + in_bytes + 3 * unit
         raise BudgetTooSmall(
-            f"`max_memory`={_fmt(budget)} is too small: one block of a single pair of inputs "
-            f"needs about {_fmt(3 * unit)} (largest intermediate: {per_pair} elements per pair) "
-            f"and the result {_fmt(out_bytes)}; pass max_memory of at least {_fmt(need)}."
-            + (hint or ""))
+            f"`max_memory`={_fmt(budget)} is too small for this call: it needs at least "
+            f"{_fmt(need)} = the result {_fmt(out_bytes)} + the inputs {_fmt(in_bytes)} + one "
+            f"block of a single pair of inputs {_fmt(3 * unit)} (largest intermediate: "
+            f"{per_pair} elements per pair); pass max_memory of at least {_fmt(need)}, or "
+            f"compute the result out of core with `wl.compute_kernel(kernel_fn, x, out=\"K.zarr\")`."
+            + (hint or ""), needed=int(need), budget=budget)
     if x2 is None:   # square blocks so that mirrored blocks line up
         b = int((math.sqrt(1 + cap) - 1))
         b1 = b2 = max(1, min(n1, b))
@@ -330,7 +329,8 @@ def kernel_tile(k0: Kernel, rows: slice, cols: slice, diagonal: bool, upper: boo
                       shape1=(rows.stop - rows.start,) + d, shape2=(cols.stop - cols.start,) + d)
 
 
-def run_tiles(compute: Callable, k0: Kernel, whole: bool = False, handover: bool = False):
+def run_tiles(compute: Callable, k0: Kernel, whole: bool = False, handover: bool = False,
+              block_size: Optional[int] = None, on_block: Optional[Callable] = None):
     """``compute(k)`` for a kernel state ``k0`` of vector inputs (no spatial axes), in the
     cache-sized tiles of :func:`vector_plan`: the elementwise rules of every layer run
     over one tile while it is in cache, the tiles on the thread pool.  With
@@ -338,9 +338,19 @@ def run_tiles(compute: Callable, k0: Kernel, whole: bool = False, handover: bool
     need only be right there (see :func:`kernel_tile`).  ``whole``: one tile, for rules
     that make one pass per layer anyway (native loops, which split their rows over the
     threads themselves); with ``handover`` its buffers may then be overwritten
-    (``Kernel.scratch``: only for a ``compute`` that clears the flag, i.e. ``Serial``)."""
+    (``Kernel.scratch``: only for a ``compute`` that clears the flag, i.e. ``Serial``).
+    ``block_size``: tiles of that many rows and columns instead (``wl.batch``), with
+    ``on_block(rows, cols)`` called after each."""
     n1, n2 = k0.nngp.shape[:2]
     symmetric = k0.x1_is_x2
+    if block_size is not None:
+        plan = Plan(block_size, block_size, 1, 1, 0)
+        if plan.b1 >= n1 and plan.b2 >= n2 and on_block is not None:
+            on_block(slice(0, n1), slice(0, n2))
+
+        def tile(rows: slice, cols: slice, diagonal: bool):
+            return compute(kernel_tile(k0, rows, cols, diagonal))
+        return _run_pairs(tile, n1, n2, plan, symmetric, k0.nngp.device, on_block)
     if whole:
         every1, every2 = slice(0, n1), slice(0, n2)
         k = compute(kernel_tile(k0, every1, every2, symmetric, upper=True).replace(scratch=handover))
@@ -352,10 +362,12 @@ def run_tiles(compute: Callable, k0: Kernel, whole: bool = False, handover: bool
     return _run_pairs(one, n1, n2, plan, symmetric, k0.nngp.device)
 
 
-def _run_pairs(one: Callable, n1: int, n2: int, plan: Plan, symmetric: bool, device):
+def _run_pairs(one: Callable, n1: int, n2: int, plan: Plan, symmetric: bool, device,
+               on_block: Optional[Callable] = None):
     """``one(rows, cols, diagonal)`` over the blocks of ``plan``, stitched into one Kernel
     (or list of Kernels); with ``symmetric`` only the blocks on and above the diagonal,
-    and the diagonal ones are mirrored (a GEMM x @ x.T is not symmetric bit for bit)."""
+    and the diagonal ones are mirrored (a GEMM x @ x.T is not symmetric bit for bit).
+    ``on_block(rows, cols)`` is called after each block (progress bars)."""
     if plan.b1 >= n1 and plan.b2 >= n2:
         whole1, whole2 = slice(0, n1), slice(0, n2)
         return _mirror_kernel(one(whole1, whole1, True)) if symmetric else one(whole1, whole2, False)
@@ -365,8 +377,12 @@ def _run_pairs(one: Callable, n1: int, n2: int, plan: Plan, symmetric: bool, dev
     def block(key):
         i, j = key
         if symmetric and i == j:
-            return _mirror_kernel(one(rows[i], rows[i], True))
-        return one(rows[i], cols[j], False)
+            res = _mirror_kernel(one(rows[i], rows[i], True))
+        else:
+            res = one(rows[i], cols[j], False)
+        if on_block is not None:
+            on_block(rows[i], cols[j])
+        return res
 
     results = dict(zip(todo, parallel_map(block, todo, device)))
     first = results[(0, 0)]

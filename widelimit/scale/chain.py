@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -31,13 +31,8 @@ from torch import Tensor
 from widelimit.kernels.rules.conv import _diag_of_pairs, conv_out_size, conv_pads, diag_box_sum
 from widelimit.kernels.rules.pool import map_kernel, pool_axis, pool_weights, scale_axis
 from widelimit.kernels.state import Kernel
-from widelimit.layers.base import Layer
-from widelimit.layers.combinators import Identity, Serial
-from widelimit.layers.conv import Conv, check_spatial
-from widelimit.layers.nonlinear import Nonlinearity
-from widelimit.layers.normalization import LayerNorm
-from widelimit.layers.pool import GlobalAvgPool, _Pool
-from widelimit.layers.reshape import Flatten
+if TYPE_CHECKING:
+    from widelimit.layers.base import Layer
 from widelimit.scale.bands import (Run, axis_shift_sum, back_indices, band_inputs, pair_shift_sum,
                                    shift_runs)
 
@@ -49,6 +44,7 @@ SUPPORTED = ("a serial chain of Conv (any padding / strides), AvgPool / SumPool,
 
 
 def _leaves(net: Layer) -> list[Layer]:
+    from widelimit.layers.combinators import Identity, Serial
     if type(net) is Serial:
         return [leaf for layer in net.layers for leaf in _leaves(layer)]
     return [] if type(net) is Identity else [net]
@@ -56,6 +52,12 @@ def _leaves(net: Layer) -> list[Layer]:
 
 def split_architecture(net: Layer) -> Union[str, tuple[list[Layer], Layer, list[Layer]]]:
     """``(chain, reducer, tail)``, or a string saying why spatial blocking does not apply."""
+    # the layer types are imported here: scale/ imports no layers/ module at import time
+    from widelimit.layers.conv import Conv
+    from widelimit.layers.nonlinear import Nonlinearity
+    from widelimit.layers.normalization import LayerNorm
+    from widelimit.layers.pool import GlobalAvgPool, _Pool
+    from widelimit.layers.reshape import Flatten
     layers = _leaves(net)
     for i, layer in enumerate(layers):
         if isinstance(layer, (GlobalAvgPool, Flatten)):
@@ -94,6 +96,8 @@ class Step:
 
 def build_steps(chain: Sequence[Layer], shape: tuple) -> list[Step]:
     """Geometry of each layer for inputs of ``shape`` (N, C, *S); raises the layers' errors."""
+    from widelimit.layers.conv import Conv, check_spatial
+    from widelimit.layers.pool import _Pool
     steps, n = [], tuple(shape[2:])
     for layer in chain:
         if isinstance(layer, (Conv, _Pool)):

@@ -14,7 +14,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from widelimit._tensors import parse_bytes
 from widelimit.kernels import _compile
 
-__all__ = ["DEFAULT_FRACTION", "available_memory", "resolve_budget", "bytes_in_use", "PeakBytes",
+__all__ = ["DEFAULT_FRACTION", "KernelMemoryError", "parse_memory", "format_bytes",
+           "check_result_fits", "available_memory", "resolve_budget", "bytes_in_use", "PeakBytes",
            "MaxNumel", "malloc_trim", "tune_malloc"]
 
 #: default budget: this fraction of the memory available when the call starts
@@ -36,6 +37,58 @@ def available_memory(device: Optional[torch.device] = None) -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 4 * 2**30
+
+
+def parse_memory(value: Union[int, float, str], name: str = "max_memory") -> int:
+    """Bytes of a memory budget: an int / float (``4e9``) or a string such as ``"4GB"``,
+    ``"300KB"``, ``"512MiB"``.  ValueError naming ``name`` for NaN, infinity, zero, negative
+    values and anything else."""
+    return parse_bytes(value, name)
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in the largest decimal unit (B, KB, MB, GB, TB) that keeps it >= 1,
+    three significant digits: ``format_bytes(2.4e3) == "2.4KB"``."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n:.3g}TB"
+
+
+class KernelMemoryError(MemoryError, ValueError):
+    """The result of a kernel call cannot fit into the memory budget.
+
+    Raised before anything is allocated.  ``needed``: bytes the result needs; ``budget``:
+    the budget in bytes (``max_memory``, or the memory available now when it is None).
+    """
+
+    def __init__(self, message: str, needed: int, budget: int):
+        super().__init__(message)
+        self.needed = int(needed)
+        self.budget = int(budget)
+
+
+def check_result_fits(result_bytes: int, max_memory: Union[None, int, float, str],
+                      shape: tuple, device=None) -> None:
+    """Raise :class:`KernelMemoryError` when ``result_bytes`` (the output of one call, of
+    ``shape``) exceed ``max_memory`` or, when it is None, the memory available now."""
+    if max_memory is None:
+        if result_bytes < 2**26:        # 64 MB: not worth reading /proc/meminfo
+            return
+        budget, what = available_memory(device), "the memory available now"
+    else:
+        budget, what = parse_memory(max_memory), "max_memory"
+    if result_bytes <= budget:
+        return
+    n1, n2 = shape
+    raise KernelMemoryError(
+        f"The kernel result ({n1} x {n2}) needs {format_bytes(result_bytes)}, more than "
+        f"{what} ({format_bytes(budget)}); nothing was allocated.  Compute it out of core "
+        f"instead with `wl.compute_kernel(kernel_fn, x1, x2, out=\"K.zarr\", block_size=1024)`, "
+        f"or compute only the rows you need, in blocks: "
+        f"`wl.batch(kernel_fn, block_size=1024)(x1[a:b], x2, get=...)`.",
+        needed=result_bytes, budget=budget)
 
 
 def resolve_budget(max_memory: Union[None, int, float, str], device=None) -> int:

@@ -36,16 +36,15 @@ and the variance maps is taken.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
 
 from widelimit.kernels.rules.conv import _diag_of_pairs
 from widelimit.kernels.state import Kernel
-from widelimit.layers.base import Layer
-from widelimit.layers.pool import GlobalAvgPool
-from widelimit.layers.combinators import Serial
+if TYPE_CHECKING:
+    from widelimit.layers.base import Layer
 from widelimit.scale.bands import index_axis
 from widelimit.scale.blocking import (LIVE_TENSORS, PeakBytes, _fmt, _slices, mirror_lower,
                                       resolve_budget)
@@ -268,6 +267,7 @@ def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any
     chain, reducer, tail = split
     shape = tuple(x1.shape)
     steps = build_steps(chain, shape)
+    from widelimit.layers.pool import GlobalAvgPool
     gap = isinstance(reducer, GlobalAvgPool)
     n_out = steps[-1].n_out if steps else shape[2:]
     symmetric = x2 is None
@@ -346,4 +346,5 @@ def spatial_kernel(net: Layer, x1: Tensor, x2: Optional[Tensor], max_memory: Any
     k = Kernel(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, x1_is_x2=symmetric,
                is_gaussian=is_gaussian if gap else False, shape1=(n1, width),
                shape2=(n2, width), is_input=is_input if gap else False, diagonal_spatial=True)
+    from widelimit.layers.combinators import Serial
     return Serial(*tail).apply_kernel(k) if tail else k
