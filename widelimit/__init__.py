@@ -30,6 +30,7 @@ from widelimit import predict  # noqa: E402
 from widelimit import limits  # noqa: E402
 from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402
 from widelimit import analysis  # noqa: E402
+from widelimit.scale.features import RandomFeatures, random_features  # noqa: E402
 
 __all__ = [
     "config", "layers", "Kernel", "monte_carlo_kernel_fn",
@@ -37,7 +38,7 @@ __all__ = [
     "NtkImplementation",
     "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",
     "optim", "predict", "limits", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
-    "analysis", "NonFiniteWarning",
+    "analysis", "NonFiniteWarning", "random_features", "RandomFeatures",
 ]
 
 
