@@ -164,7 +164,7 @@ class RandomFeatures:
             raise ValueError(f"`x` has {d} columns; these features were drawn for inputs of dimension {self.input_dim}.")
         if out is not None and (tuple(out.shape) != (n, self.n_features)):
             raise ValueError(f"`out` must have shape {(n, self.n_features)}, got {tuple(out.shape)}.")
-        bs = block_size or self.block_size or self._default_block(d)
+        bs = block_size if block_size is not None else (self.block_size or self._default_block(d))
         if not (isinstance(bs, int) and bs >= 1):
             raise ValueError(f"`block_size` must be a positive integer, got {bs!r}.")
         tdt = self.dtype or _torch_dtype(x)
