@@ -30,11 +30,14 @@ implemented here: it raises NotImplementedError.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from widelimit.layers.base import Layer
 
 __all__ = ["RandomFeatures", "random_features"]
 
@@ -42,7 +45,7 @@ _GETS = ("nngp", "ntk")
 _METHODS = ("arccos", "snnk")
 
 
-def _flatten(net) -> list:
+def _flatten(net: "Layer") -> list:
     """The serial stack of supported layers, or a ValueError naming the first other layer."""
     from widelimit.layers.combinators import Identity, Serial
     from widelimit.layers.dense import Dense
@@ -202,7 +205,7 @@ def _torch_dtype(x: Any) -> torch.dtype:
     return dt if dt.is_floating_point else torch.float64
 
 
-def random_features(net, n_features: int, *, get: str = "nngp", method: str = "arccos", seed: int = 0,
+def random_features(net: "Layer", n_features: int, *, get: str = "nngp", method: str = "arccos", seed: int = 0,
                     dtype: Optional[torch.dtype] = None, device: Union[None, str, torch.device] = None,
                     block_size: Optional[int] = None) -> RandomFeatures:
     """Random features of ``net``'s NNGP or NTK: ``phi(x1) @ phi(x2).T ~ net.kernel_fn(x1, x2, get=get)``.
