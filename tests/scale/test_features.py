@@ -124,3 +124,5 @@ def test_bad_input():
         rf(torch.zeros(3, 4), out=np.zeros((3, 9)))
     with pytest.raises(ValueError, match="block_size"):
         rf(torch.zeros(3, 4), block_size=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        rf(torch.tensor([[0.0, 1.0, float("nan"), 2.0]]))

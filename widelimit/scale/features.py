@@ -179,6 +179,8 @@ class RandomFeatures:
             xb = x[start:start + bs]
             xb = torch.from_numpy(np.ascontiguousarray(xb)) if is_np else xb
             xb = xb.to(dtype=tdt, device=device)
+            if not bool(torch.isfinite(xb).all()):  # checked per block: bounded memory for any N
+                raise ValueError(f"`x` has non-finite entries (NaN or inf) in rows {start}..{start + len(xb) - 1}.")
             with torch.no_grad():
                 fb = self._block(xb)
             if isinstance(result, Tensor):
