@@ -32,6 +32,7 @@ from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402
 from widelimit import analysis  # noqa: E402
 from widelimit.scale.batch import batch  # noqa: E402
 from widelimit.scale.memory import KernelMemoryError  # noqa: E402
+from widelimit.scale.features import RandomFeatures, random_features  # noqa: E402
 
 __all__ = [
     "config", "layers", "Kernel", "monte_carlo_kernel_fn",
@@ -39,7 +40,7 @@ __all__ = [
     "NtkImplementation",
     "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",
     "optim", "predict", "limits", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
-    "analysis", "NonFiniteWarning", "batch", "KernelMemoryError",
+    "analysis", "NonFiniteWarning", "batch", "KernelMemoryError", "random_features", "RandomFeatures",
 ]
 
 

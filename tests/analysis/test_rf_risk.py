@@ -66,3 +66,37 @@ def test_bad_input():
         rf_eigenlearning(LAM, V[:5], 10, 10)
     with pytest.raises(ValueError, match="ridge"):
         rf_eigenlearning(LAM, V, 10, 10, ridge=-1)
+
+
+def _relu_rf_regression(n, k, ridge, seeds, pool=1200):
+    """Measured RF ridge regression with wl.random_features of a one-hidden-layer ReLU net
+    (iid features g with E[g g'^T] = NNGP) on a finite pool (the population), against the
+    RF eigenframework with the pool's kernel spectrum."""
+    import torch
+
+    import widelimit as wl
+    from widelimit import layers as L
+    from widelimit.analysis import target_coefficients
+    net = L.serial(L.Dense(1, W_std=1.0, b_std=0.2), L.Relu())
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((pool, 4)))
+    y = np.sin(2 * x[:, 0].numpy()) + x[:, 1].numpy() * x[:, 2].numpy()
+    K = net.kernel_fn(x, get="nngp").numpy()
+    ev, U = np.linalg.eigh(K)
+    lam = np.clip(ev[::-1], 0, None) / pool
+    v = target_coefficients(U[:, ::-1], y)
+    errs = []
+    for seed in seeds:
+        r = np.random.default_rng(seed + 1)
+        g = wl.random_features(net, k, seed=seed)(x).numpy()
+        tr = r.integers(0, pool, n)
+        yn = y[tr] + NOISE * r.standard_normal(n)
+        a = np.linalg.solve(g[tr].T @ g[tr] + ridge * np.eye(k), g[tr].T @ yn)
+        errs.append(np.mean((g @ a - y) ** 2) + NOISE ** 2)
+    return float(np.mean(errs)), rf_eigenlearning(lam, v, n, k, ridge, NOISE).test_mse
+
+
+@pytest.mark.parametrize("k, n, ridge", [(64, 200, 1e-3), (256, 100, 1e-2), (128, 400, 1e-2)])
+def test_rf_risk_matches_relu_random_features(k, n, ridge):
+    measured, predicted = _relu_rf_regression(n, k, ridge, range(12))
+    assert predicted == pytest.approx(measured, rel=0.15)

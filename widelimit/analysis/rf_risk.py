@@ -19,6 +19,10 @@ kernel ``G G^T``. Writing ``df(g) = sum_i lambda_i / (lambda_i + g)``,
 equivalent ``kappa (T + kappa)^-1 ~ gamma (Lambda + gamma)^-1``, differentiated in
 ``kappa``; ``1 / E0`` agrees with Defilippis et al.'s ``1 - Upsilon``.) As ``k -> inf``,
 ``gamma -> kappa`` and this is :func:`~widelimit.analysis.eigenlearning`.
+
+Random features of a network's NNGP/NTK with ``E[g g'^T] = K`` come from
+:func:`widelimit.random_features` (the one place the library makes them; measured against
+this prediction in tests/analysis/test_rf_risk.py).
 """
 from __future__ import annotations
 
