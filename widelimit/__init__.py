@@ -30,6 +30,7 @@ from widelimit import predict  # noqa: E402
 from widelimit import limits  # noqa: E402
 from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402
 from widelimit import analysis  # noqa: E402
+from widelimit import solvers  # noqa: E402
 
 __all__ = [
     "config", "layers", "Kernel", "monte_carlo_kernel_fn",
@@ -37,7 +38,7 @@ __all__ = [
     "NtkImplementation",
     "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",
     "optim", "predict", "limits", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
-    "analysis", "NonFiniteWarning",
+    "analysis", "NonFiniteWarning", "solvers", "KernelRidge",
 ]
 
 
@@ -46,4 +47,7 @@ def __getattr__(name: str):
     if name in ("NTKRegressor", "NTKClassifier"):
         from widelimit import estimators
         return getattr(estimators, name)
+    if name == "KernelRidge":
+        from widelimit.solvers.ridge import KernelRidge
+        return KernelRidge
     raise AttributeError(f"module 'widelimit' has no attribute {name!r}")

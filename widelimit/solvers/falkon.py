@@ -150,6 +150,8 @@ class Falkon:
             return op.gram_matvec(v, cache) + self.ridge * (k_mm @ v)
 
         res = conjugate_gradient(h, b, precond=pre, tol=self.tol, maxiter=self.maxiter)
+        if yt.ndim == 1:
+            res = res._replace(x=res.x.squeeze(-1))
         self.alpha_ = res.x
         self.solve_info_ = res
         self.seconds_ = {"kernel_rhs": t1 - t0, "preconditioner": t2 - t1,
