@@ -139,7 +139,7 @@ class Falkon:
             k_mm = KernelOperator(self.kernel_fn, self.centers_, get=self.get,
                                   block_size=self.block_size).to_dense()
         self.operator_ = op
-        yy = yt.reshape(n, -1).to(xt.dtype)
+        yy = yt.reshape(n, -1).to(dtype=xt.dtype, device=xt.device)
         cache: Optional[dict] = {} if self._cache_allowed(n, len(idx), xt.dtype) else None
         b = op.rmatvec(yy) if cache is None else _rmatvec_filling(op, yy, cache)
         t1 = time.perf_counter()
@@ -175,7 +175,7 @@ class Falkon:
 def _rmatvec_filling(op: KernelOperator, y: Tensor, cache: dict) -> Tensor:
     """``K_nM^T y`` computing each row block once and keeping it in ``cache``."""
     from widelimit.solvers.operator import block_rows
-    out = torch.zeros(op.shape[1], y.shape[1], dtype=op.dtype)
+    out = torch.zeros(op.shape[1], y.shape[1], dtype=op.dtype, device=op.device)
     for r in block_rows(op.shape[0], op.block_size):
         kb = op.block(r, slice(0, op.shape[1]))
         cache[r.start] = kb

@@ -51,7 +51,7 @@ def jittered_cholesky(a: Tensor, name: str = "K_MM") -> tuple[Tensor, float]:
         raise ValueError(f"`{name}` is not positive semi-definite (mean diagonal {scale:.3e}).")
     jitter = a.shape[0] * torch.finfo(a.dtype).eps * scale
     for _ in range(12):
-        chol, info = torch.linalg.cholesky_ex(a + jitter * torch.eye(a.shape[0], dtype=a.dtype))
+        chol, info = torch.linalg.cholesky_ex(a + jitter * torch.eye(a.shape[0], dtype=a.dtype, device=a.device))
         if int(info) == 0:
             return chol, jitter
         jitter *= 10

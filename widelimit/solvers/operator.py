@@ -106,6 +106,7 @@ class KernelOperator:
         if dtype is None:
             dtype = self.x.dtype if store is None else torch.as_tensor(np.asarray(store[0:1, 0:1])).dtype
         self.dtype = dtype
+        self.device = self.x.device
         self.shape = (n, m)
         self.blocks_computed = 0
 
@@ -119,18 +120,18 @@ class KernelOperator:
         if self.store is not None:
             b = self.store[rows, cols]
             if isinstance(b, Tensor):
-                return b.to(self.dtype)
-            return torch.from_numpy(np.ascontiguousarray(np.asarray(b))).to(self.dtype)
+                return b.to(dtype=self.dtype, device=self.device)
+            return torch.from_numpy(np.ascontiguousarray(np.asarray(b))).to(dtype=self.dtype, device=self.device)
         x2 = self.x if self.centers is None else self.centers
         assert self.kernel_fn is not None
         k = _pick(self.kernel_fn(self.x[rows], x2[cols], get=self.get), self.get)
-        return k.to(self.dtype)
+        return k.to(dtype=self.dtype, device=self.device)
 
     def columns(self, idx: np.ndarray) -> Tensor:
         """The (N, len(idx)) columns ``K[:, idx]`` (no ``diag_reg``), in row blocks."""
         from widelimit.solvers.nystrom import take
         idx = np.asarray(idx)
-        out = torch.empty(self.shape[0], len(idx), dtype=self.dtype)
+        out = torch.empty(self.shape[0], len(idx), dtype=self.dtype, device=self.device)
         x2 = self.x if self.centers is None else self.centers
         for r in block_rows(self.shape[0], self.block_size):
             self.blocks_computed += 1
@@ -139,7 +140,7 @@ class KernelOperator:
             else:
                 assert self.kernel_fn is not None
                 kb = _pick(self.kernel_fn(self.x[r], x2[torch.as_tensor(idx)], get=self.get), self.get)
-            out[r] = kb.to(self.dtype)
+            out[r] = kb.to(dtype=self.dtype, device=self.device)
         return out
 
     def _check(self, v: Any, n: int, name: str) -> tuple[Tensor, bool]:
@@ -148,7 +149,7 @@ class KernelOperator:
             raise ValueError(f"`{name}` must have shape ({n},) or ({n}, K) for this "
                              f"{self.shape[0]}x{self.shape[1]} operator, got {tuple(t.shape)}.")
         flat = t.ndim == 1
-        return (t.reshape(-1, 1) if flat else t).to(self.dtype), flat
+        return (t.reshape(-1, 1) if flat else t).to(dtype=self.dtype, device=self.device), flat
 
     def _tiles(self) -> Iterator[tuple[slice, slice]]:
         rows, cols = block_rows(self.shape[0], self.block_size), block_rows(self.shape[1], self.block_size)
@@ -161,7 +162,7 @@ class KernelOperator:
     def matvec(self, v: Any) -> Tensor:
         """``(K + diag_reg I) v``: v (N_cols,) or (N_cols, K)."""
         vv, flat = self._check(v, self.shape[1], "v")
-        out = torch.zeros(self.shape[0], vv.shape[1], dtype=self.dtype)
+        out = torch.zeros(self.shape[0], vv.shape[1], dtype=self.dtype, device=self.device)
         for r, c in self._tiles():
             kb = self.block(r, c)
             out[r] += kb @ vv[c]
@@ -178,7 +179,7 @@ class KernelOperator:
         if self.symmetric:
             return self.matvec(u)
         uu, flat = self._check(u, self.shape[0], "u")
-        out = torch.zeros(self.shape[1], uu.shape[1], dtype=self.dtype)
+        out = torch.zeros(self.shape[1], uu.shape[1], dtype=self.dtype, device=self.device)
         for r, c in self._tiles():
             out[c] += self.block(r, c).T @ uu[r]
         return out.squeeze(-1) if flat else out
@@ -190,7 +191,7 @@ class KernelOperator:
         (for callers that can afford the (N, M) matrix; pass None to recompute).
         """
         vv, flat = self._check(v, self.shape[1], "v")
-        out = torch.zeros(self.shape[1], vv.shape[1], dtype=self.dtype)
+        out = torch.zeros(self.shape[1], vv.shape[1], dtype=self.dtype, device=self.device)
         for r in block_rows(self.shape[0], self.block_size):
             kb = None if cache is None else cache.get(r.start)
             if kb is None:
@@ -204,14 +205,14 @@ class KernelOperator:
         """The diagonal of ``K + diag_reg I`` (square operators), one small block at a time."""
         if not self.symmetric:
             raise ValueError("diag() is defined for square operators (no `centers`).")
-        out = torch.empty(self.shape[0], dtype=self.dtype)
+        out = torch.empty(self.shape[0], dtype=self.dtype, device=self.device)
         for r in block_rows(self.shape[0], self.block_size):
             out[r] = torch.diagonal(self.block(r, r))
         return out + self.diag_reg
 
     def to_dense(self) -> Tensor:
         """The whole matrix (only for operators that fit in memory)."""
-        out = torch.empty(self.shape, dtype=self.dtype)
+        out = torch.empty(self.shape, dtype=self.dtype, device=self.device)
         for r, c in self._tiles():
             kb = self.block(r, c)
             out[r, c] = kb
@@ -223,4 +224,4 @@ class KernelOperator:
 
     def nbytes(self) -> int:
         """Bytes the dense matrix would take."""
-        return int(math.prod(self.shape)) * torch.empty((), dtype=self.dtype).element_size()
+        return int(math.prod(self.shape)) * torch.empty((), dtype=self.dtype, device=self.device).element_size()

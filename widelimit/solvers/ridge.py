@@ -99,7 +99,7 @@ class KernelRidge(RegressorMixin, BaseEstimator):
             raise ValueError(f"`y` must have shape ({xt.shape[0]},) or ({xt.shape[0]}, K) to match X, "
                              f"got {tuple(yt.shape)}.")
         n = xt.shape[0]
-        yt = yt.to(xt.dtype)
+        yt = yt.to(dtype=xt.dtype, device=xt.device)
         kf = self._kernel_fn()
         solver = self._choose(n, xt.dtype)
         t0 = time.perf_counter()
