@@ -57,6 +57,10 @@ def test_kernel_ridge_sklearn_conventions(data):
     # a small budget makes "auto" choose Falkon
     small = wl.KernelRidge(_net(), solver="auto", ridge=0.1, max_memory=10**5, n_centers=200).fit(x, y)
     assert small.solve_info_["solver"] == "falkon" and small.solve_info_["converged"]
+    # from a stored kernel (numpy array sliced [rows, cols]): same predictions
+    k = _net().kernel_fn(torch.from_numpy(x), None, get="nngp").numpy()
+    stored = wl.KernelRidge(_net(), kernel="nngp", solver="cg", ridge=0.1, tol=1e-12, store=k).fit(x, y)
+    np.testing.assert_allclose(stored.predict(xt), m.predict(xt), atol=1e-8)
     with pytest.raises(ValueError, match="`solver`"):
         wl.KernelRidge(_net(), solver="lsqr").fit(x, y)
     with pytest.raises(ValueError, match="`y`"):

@@ -137,3 +137,18 @@ def test_bad_input_errors(problem):
                                max_memory=1000)
     with pytest.raises(TypeError, match="kernel_fn"):
         KernelOperator(3, x)
+
+
+def test_stored_kernel_in_zarr(problem, tmp_path):
+    zarr = pytest.importorskip("zarr")      # installed in CI: this runs there
+    x, y, k, ridge, ref = problem
+    n = 1200
+    arr = zarr.create_array(str(tmp_path / "K.zarr"), shape=(n, n), chunks=(500, 500), dtype="f8")
+    arr[:, :] = k[:n, :n].numpy()
+    sub = k[:n, :n] + ridge * torch.eye(n, dtype=k.dtype)
+    direct = torch.linalg.solve(sub, y[:n])
+    op = KernelOperator(None, x[:n], store=arr, diag_reg=ridge, block_size=500)
+    res = conjugate_gradient(op, y[:n], precond=NystromPreconditioner(op, 200), tol=1e-10)
+    assert _rel(res.x, direct) < 1e-7
+    f = Falkon(None, n, ridge, store=arr, tol=1e-10, block_size=500).fit(x[:n], y[:n])
+    assert _rel(f.predict(None, k_test_centers=k[:100, :n]), k[:100, :n] @ direct) < 1e-7

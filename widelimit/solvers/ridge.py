@@ -50,6 +50,10 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         block_size: rows/columns of one kernel block.
         max_memory: memory budget (bytes or "4GB") deciding ``"auto"`` and Falkon's cache.
         seed: seed of the center sample.
+        store: the training kernel already computed (a ``KernelStore`` from
+            ``wl.compute_kernel``, a zarr array, a memmap: sliced ``store[rows, cols]``);
+            blocks are read from it instead of recomputed (``predict`` still uses the
+            kernel function for the test-train blocks).
 
     After ``fit``: ``alpha_`` (coefficients), ``X_fit_`` (the points they multiply: the
     training inputs, or the centers), ``solve_info_`` (dict: ``solver``, ``iterations``,
@@ -59,7 +63,7 @@ class KernelRidge(RegressorMixin, BaseEstimator):
     def __init__(self, net_or_kernel_fn: Any = None, kernel: str = "ntk", solver: str = "auto",
                  n_centers: Optional[int] = None, ridge: float = 1e-4, tol: float = 1e-6,
                  maxiter: Optional[int] = None, block_size: Optional[int] = None,
-                 max_memory: Any = None, seed: int = 0):
+                 max_memory: Any = None, seed: int = 0, store: Any = None):
         self.net_or_kernel_fn = net_or_kernel_fn
         self.kernel = kernel
         self.solver = solver
@@ -70,6 +74,7 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         self.block_size = block_size
         self.max_memory = max_memory
         self.seed = seed
+        self.store = store
 
     def _kernel_fn(self):
         if self.net_or_kernel_fn is None:
@@ -107,11 +112,12 @@ class KernelRidge(RegressorMixin, BaseEstimator):
         if solver == "falkon":
             m = min(n, self.n_centers or max(1, int(10 * math.sqrt(n))))
             f = Falkon(kf, m, self.ridge, get=self.kernel, tol=self.tol, maxiter=self.maxiter,
-                       block_size=self.block_size, max_memory=self.max_memory, seed=self.seed).fit(xt, yt)
+                       block_size=self.block_size, max_memory=self.max_memory, seed=self.seed,
+                       store=self.store).fit(xt, yt)
             res, self.X_fit_ = f.solve_info_, f.centers_
         else:
             op = KernelOperator(kf, xt, get=self.kernel, diag_reg=float(self.ridge),
-                                block_size=self.block_size)
+                                block_size=self.block_size, store=self.store)
             self.X_fit_ = xt
             if solver == "cg":
                 pre = None
