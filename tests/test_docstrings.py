@@ -9,7 +9,7 @@ import widelimit
 
 PACKAGES = ["widelimit", "widelimit.layers", "widelimit.kernels", "widelimit.empirical",
             "widelimit.predict", "widelimit.parametrization", "widelimit.scale", "widelimit.config",
-            "widelimit.optim", "widelimit.analysis", "widelimit.limits"]
+            "widelimit.optim", "widelimit.analysis", "widelimit.limits", "widelimit.solvers"]
 
 
 def _public():

@@ -33,6 +33,7 @@ from widelimit import analysis  # noqa: E402
 from widelimit.scale.batch import batch  # noqa: E402
 from widelimit.scale.memory import KernelMemoryError  # noqa: E402
 from widelimit.scale.features import RandomFeatures, random_features  # noqa: E402
+from widelimit import solvers  # noqa: E402
 
 __all__ = [
     "config", "layers", "Kernel", "monte_carlo_kernel_fn",
@@ -41,6 +42,7 @@ __all__ = [
     "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",
     "optim", "predict", "limits", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
     "analysis", "NonFiniteWarning", "batch", "KernelMemoryError", "random_features", "RandomFeatures",
+    "solvers", "KernelRidge",
 ]
 
 
@@ -49,4 +51,7 @@ def __getattr__(name: str):
     if name in ("NTKRegressor", "NTKClassifier"):
         from widelimit import estimators
         return getattr(estimators, name)
+    if name == "KernelRidge":
+        from widelimit.solvers.ridge import KernelRidge
+        return KernelRidge
     raise AttributeError(f"module 'widelimit' has no attribute {name!r}")

@@ -28,7 +28,8 @@ __all__ = ["gp_inference", "student_t_inference"]
 
 
 def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
-                 diag_reg_absolute_scale: bool = False, trace_axes: Sequence[int] = (-1,)) -> Callable:
+                 diag_reg_absolute_scale: bool = False, trace_axes: Sequence[int] = (-1,),
+                 solver: Any = None) -> Callable:
     r"""Posterior mean (and covariance) of the NNGP, the converged NTK ensemble, or the NTK-GP.
 
     Args:
@@ -38,6 +39,10 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
         diag_reg: ridge on the diagonal, times the kernel's mean diagonal unless
             ``diag_reg_absolute_scale`` (observation noise variance for the GP views).
         trace_axes: only ``(-1,)``.
+        solver: how the posterior mean solves ``(K + reg I) a = y``: None (cached LAPACK
+            Cholesky), ``"cholesky"`` (blocked), ``"cg"`` (conjugate gradient) or a callable
+            ``solver(A, b)`` (:func:`widelimit.solvers.matrix_solver`); covariances always
+            use the Cholesky factor.
 
     Returns:
         ``predict_fn(get=None, k_test_train=None, k_test_test=None)``: for each of ``get``
@@ -74,7 +79,14 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
             factors[g] = Factor(kdd(g), reg, absolute, f"k_train_train ({g})")
         return factors[g]
 
+    custom = None
+    if solver is not None:
+        from widelimit.solvers.dispatch import matrix_solver
+        custom = matrix_solver(solver)
+
     def solve(g: str, b: Tensor) -> Tensor:
+        if custom is not None:
+            return custom(factor(g).a, b)
         return factor(g).solve(b)
 
     def factorize(gs: set) -> None:
@@ -99,7 +111,7 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0.0,
 
     def predict_fn(get: Any = None, k_test_train: Any = None, k_test_test: Any = None):
         names, single = canonical_get(get, GP_GETS)
-        if k_test_train is not None:
+        if k_test_train is not None and custom is None:
             factorize({"ntk" if g == "ntkgp" else g for g in names})
         out: dict = {}
         whitened: dict = {}

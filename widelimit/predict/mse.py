@@ -60,7 +60,7 @@ def _out(x: Tensor, t_shape: Optional[tuple], was_1d: bool) -> Tensor:
 
 def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float = 1.0,
                          diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
-                         trace_axes: Sequence[int] = (-1,)) -> Callable:
+                         trace_axes: Sequence[int] = (-1,), solver: Any = None) -> Callable:
     r"""Outputs of a given network trained by gradient flow on MSE, at any time ``t``.
 
     Args:
@@ -72,6 +72,10 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
             ``diag_reg_absolute_scale``).
         diag_reg_absolute_scale: take ``diag_reg`` in absolute units.
         trace_axes: only ``(-1,)``: the K outputs share the kernel.
+        solver: how the t = inf test prediction solves ``(K + reg I) a = y - f_0``: None
+            (cached LAPACK Cholesky, pseudo-inverse if singular), ``"cholesky"`` (blocked),
+            ``"cg"`` (conjugate gradient), or a callable ``solver(A, b)``; see
+            :func:`widelimit.solvers.matrix_solver`.
 
     Returns:
         ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)`` returning
@@ -86,6 +90,13 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
     lr = check_learning_rate(learning_rate)
     factor = Factor(k_dd, check_diag_reg(diag_reg), bool(diag_reg_absolute_scale), "k_train_train")
     size = y.numel()
+    solve = factor.solve
+    if solver is not None:
+        from widelimit.solvers.dispatch import matrix_solver
+        custom = matrix_solver(solver)
+
+        def solve(b: Tensor) -> Tensor:
+            return custom(factor.a, b)
 
     def predict_fn(t: Any = None, fx_train_0: Any = 0.0, fx_test_0: Any = None,
                    k_test_train: Any = None):
@@ -107,7 +118,7 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
             fx_test = None
             if k_td is not None:
                 rhs = y if f0 is None else y - f0
-                fx_test = g0 + k_td @ factor.solve(rhs)
+                fx_test = g0 + k_td @ solve(rhs)
             t_shape = None
         else:
             tt, t_shape = times
