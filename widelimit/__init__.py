@@ -30,6 +30,7 @@ from widelimit import predict  # noqa: E402
 from widelimit import limits  # noqa: E402
 from widelimit.hyperparameters import fit_hyperparameters  # noqa: E402
 from widelimit import analysis  # noqa: E402
+from widelimit.scale.store import KernelStore, StoreMismatchError, compute_kernel, open_kernel  # noqa: E402
 
 __all__ = [
     "config", "layers", "Kernel", "monte_carlo_kernel_fn",
@@ -38,6 +39,7 @@ __all__ = [
     "parametrize", "param_groups", "coord_check", "get_registry", "abc", "attention_scale", "Readout",
     "optim", "predict", "limits", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
     "analysis", "NonFiniteWarning",
+    "compute_kernel", "open_kernel", "KernelStore", "StoreMismatchError",
 ]
 
 
