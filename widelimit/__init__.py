@@ -34,6 +34,7 @@ from widelimit.scale.batch import batch  # noqa: E402
 from widelimit.scale.memory import KernelMemoryError  # noqa: E402
 from widelimit.scale.features import RandomFeatures, random_features  # noqa: E402
 from widelimit import solvers  # noqa: E402
+from widelimit.scale.store import KernelStore, StoreMismatchError, compute_kernel, open_kernel  # noqa: E402
 
 __all__ = [
     "config", "layers", "Kernel", "monte_carlo_kernel_fn",
@@ -43,6 +44,7 @@ __all__ = [
     "optim", "predict", "limits", "NTKRegressor", "NTKClassifier", "fit_hyperparameters",
     "analysis", "NonFiniteWarning", "batch", "KernelMemoryError", "random_features", "RandomFeatures",
     "solvers", "KernelRidge",
+    "compute_kernel", "open_kernel", "KernelStore", "StoreMismatchError",
 ]
 
 

@@ -10,6 +10,8 @@ from widelimit.scale.execute import run
 from widelimit.scale.grid import Block, blocks
 from widelimit.scale.memory import KernelMemoryError, parse_memory
 from widelimit.scale.spatial import spatial_kernel
+from widelimit.scale.store import KernelStore, StoreMismatchError, compute_kernel, open_kernel
 
 __all__ = ["run", "batch", "Block", "blocks", "KernelMemoryError", "parse_memory", "plan_blocks",
-           "run_blocked", "spatial_kernel"]
+           "run_blocked", "spatial_kernel", "compute_kernel", "open_kernel", "KernelStore",
+           "StoreMismatchError"]
