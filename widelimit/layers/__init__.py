@@ -14,6 +14,7 @@ from widelimit.layers.normalization import Dropout, LayerNorm
 from widelimit.layers.pool import AvgPool, GlobalAvgPool, GlobalSumPool, SumPool
 from widelimit.layers.reshape import Flatten, Index, Slice
 from widelimit.layers.resize import ImageResize
+from widelimit.layers.spec import SpecError, from_dict, from_json, register_function
 
 __all__ = [
     "Layer", "serial", "parallel", "repeat", "FanOut", "FanInSum", "FanInProd", "FanInConcat",
@@ -24,4 +25,5 @@ __all__ = [
     "Conv", "ConvLocal", "ConvTranspose", "AvgPool", "SumPool", "GlobalAvgPool", "GlobalSumPool", "Flatten",
     "GlobalSelfAttention", "Aggregate", "Index", "Slice",
     "ImageResize",
+    "from_json", "from_dict", "register_function", "SpecError",
 ]

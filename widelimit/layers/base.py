@@ -13,6 +13,8 @@ and its module (the neural-tangents ``(init_fn, apply_fn, kernel_fn)`` triple).
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 from widelimit._validate import check_bool, check_get
 from widelimit._tensors import as_input, check_finite_input, kernels_tuple
 from widelimit.kernels.state import Kernel
+from widelimit.layers import spec as _spec
 
 KERNEL_NAMES = ("nngp", "ntk")
 Get = Union[None, str, Sequence[str]]
@@ -122,8 +125,33 @@ def prepare_masked_inputs(x1: Any, x2: Any, mask: Any = None, mask_constant: Opt
     return t1, t2, m1, m2, was_numpy
 
 
+def _recording(init):
+    """Wrap a layer's ``__init__`` so that the outermost call records its arguments
+    (``Layer.to_dict`` serialises them; :mod:`widelimit.layers.spec`)."""
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if "_spec_call" not in self.__dict__:       # not a super().__init__ from a subclass
+            self.__dict__["_spec_call"] = (args, kwargs)
+        init(self, *args, **kwargs)
+    __init__._records_spec = True   # type: ignore[attr-defined]
+    return __init__
+
+
 class Layer:
-    """Base class of all layers: subclasses implement ``apply_kernel`` and ``build``."""
+    """Base class of all layers: subclasses implement ``apply_kernel`` and ``build``.
+
+    Every subclass records the arguments of its constructor call, so any architecture
+    serialises (:meth:`to_dict`, :meth:`to_json`; :mod:`widelimit.layers.spec`).
+    """
+
+    _spec_name = "Layer"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_records_spec", False):
+            cls.__init__ = _recording(init)  # type: ignore[method-assign]
+        _spec.register_layer(cls)
 
     #: True when the rule needs full spatial covariances (pooling, flatten, attention)
     needs_full_spatial: bool = False
@@ -269,10 +297,48 @@ class Layer:
         return install_input_check(m, input_shape)
 
     def copy(self, **changes) -> "Layer":
+        """A shallow copy with attributes replaced; changes of constructor arguments (e.g.
+        ``W_std``, ``out_dim``) are also made in the recorded spec, any other change makes
+        the copy unserialisable (:meth:`to_dict` raises :class:`SpecError`)."""
         new = copy.copy(self)
         for k, v in changes.items():
             setattr(new, k, v)
+        call = self.__dict__.get("_spec_call")
+        if changes and call is not None:
+            params = inspect.signature(type(self).__init__).parameters
+            named = {n for n, p in params.items()
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+            if set(changes) <= named:
+                bound = inspect.signature(type(self).__init__).bind(self, *call[0], **call[1])
+                bound.arguments.update(changes)
+                call = (bound.args[1:], bound.kwargs)
+            else:
+                call = None
+            new.__dict__["_spec_call"] = call
         return new
+
+    def spec_arguments(self, field: str = "architecture") -> tuple[tuple, dict]:
+        """The ``(args, kwargs)`` this layer was constructed with."""
+        if "_spec_call" not in self.__dict__:
+            return (), {}
+        call = self.__dict__["_spec_call"]
+        if call is None:
+            raise _spec.SpecError(f"{field}: this {type(self).__name__} was changed by "
+                                  f"copy() in an attribute that is not a constructor argument, "
+                                  f"so it has no spec; build it with its constructor instead.")
+        return tuple(call[0]), dict(call[1])
+
+    def to_dict(self) -> dict:
+        """This architecture as a JSON-ready dict: the tree of its constructor calls,
+        with a format version (:mod:`widelimit.layers.spec`); inverse:
+        :func:`widelimit.layers.from_dict`.  :class:`SpecError` for values that cannot be
+        serialised (e.g. an unregistered function: :func:`widelimit.layers.register_function`)."""
+        return _spec.to_dict(self)
+
+    def to_json(self, **json_kw) -> str:
+        """:meth:`to_dict` as a JSON string (``json_kw``, e.g. ``indent=2``, go to
+        :func:`json.dumps`); inverse: :func:`widelimit.layers.from_json`."""
+        return _spec.to_json(self, **json_kw)
 
     def map(self, fn) -> "Layer":
         """A copy of the architecture with ``fn`` applied to every leaf layer."""
