@@ -77,6 +77,7 @@ def test_cross_kernel_and_tensor_io(x):
     np.testing.assert_allclose(cross.numpy(), full[:3, 3:], rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_monte_carlo_finite_networks(x):
     """Finite depth-8 networks at width 512: the analytic kernel within Z standard errors plus
     an O(1/width) bias allowance (as tests/test_monte_carlo.py)."""
