@@ -204,11 +204,3 @@ def test_unreachable_scheduler_clear_error_within_timeout(files):
     assert f"no Dask scheduler answered at tcp://127.0.0.1:{port} within 2 s" in r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists()
-
-
-@pytest.mark.skipif(hasattr(wl, "compute_kernel"), reason="widelimit.compute_kernel is available")
-def test_zarr_without_compute_kernel_is_a_clear_error(files, capsys):
-    tmp, p, _ = files
-    assert main(["kernel", "--arch", str(p["arch"]), "--x", str(p["x"]), "--out", str(tmp / "K.zarr")]) == 2
-    assert "needs widelimit.compute_kernel" in capsys.readouterr().err
-    assert not (tmp / "K.zarr").exists()

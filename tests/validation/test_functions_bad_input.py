@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -236,6 +236,7 @@ def test_kernel_fn_diagonal_spatial_must_be_bool_or_none(value):
 @given(name=st.sampled_from(["a", "b", "c", "c_adam"]),
        value=st.one_of(BAD_REAL, st.sampled_from([(0.0, 1.0), "abc", (0.0, NAN, 1.0)])))
 def test_abc_exponents_checked(name, value):
+    assume(not (name == "c_adam" and value is None))     # None is c_adam's documented default
     kw = {"a": 0.0, "b": 0.5, "c": 0.0, name: value}
     assert_refused(lambda: wl.abc(**kw), name)
 
