@@ -104,3 +104,14 @@ def test_task_vectors_add_exactly_in_the_tangent_space():
              {"0": 0 * theta0, "a": tau_a, "b": tau_b, "ab": tau_a + tau_b}.items()}
     torch.testing.assert_close(f["ab"], f["a"] + f["b"] - f["0"], rtol=1e-5, atol=1e-5)
     assert (f["ab"] - f["0"]).abs().max() > 1e-2          # the task vectors do move the outputs
+
+
+def test_rf_risk(tmp_path):
+    mod = _load("rf_risk")
+    res = mod.run(str(tmp_path), ks=(32, 512), n=100, seeds=range(3), n_pool=400)
+    # the RF eigenframework predicts measured arc-cosine RF regression (the full example:
+    # within 1-10 % for k = 16..4096 at n = 200), and more features help at this ridge
+    assert max(res["relative_error"]) < 0.2, res
+    assert res["measured"][1] < res["measured"][0]
+    assert res["infinite_features"] <= min(res["predicted"]) * 1.001
+    assert os.path.getsize(res["plot"]) > 5_000
