@@ -50,3 +50,24 @@ class TinyTransformer(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         return self.head(self.ln(x))
+
+
+class ResMLP(nn.Module):
+    """``h^l = h^(l-1) + branch_l(h^(l-1))``, ``branch_l = Linear(relu(.))``
+    (Bordelon et al. 2023); branches are ``blocks.<l>``."""
+
+    def __init__(self, depth: int, width: int = 64, d_in: int = 16, d_out: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Linear(d_in, width)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.ReLU(), nn.Linear(width, width)) for _ in range(depth))
+        self.head = nn.Linear(width, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for blk in self.blocks:
+            h = h + blk(h)
+        return self.head(h)
+
+
+def res_branches(depth: int) -> list[str]:
+    return [f"blocks.{i}" for i in range(depth)]

@@ -8,6 +8,7 @@ Tuning Large Neural Networks via Zero-Shot Hyperparameter Transfer"
 """
 from widelimit.parametrization.abc import ABC, MF, MUP, NTK, SCHEMES, SP, Row, abc, get_scheme
 from widelimit.parametrization.coord_check import CoordCheckReport, coord_check
+from widelimit.parametrization.coord_check_depth import DepthCoordCheckReport, coord_check_depth
 from widelimit.parametrization.optim import SGD, Adam, AdamW, optimizer_kind, param_groups
 from widelimit.parametrization.parametrize import get_registry, index, is_parametrized, parametrize
 from widelimit.parametrization.readout import Readout, attention, attention_scale, depth_multiplier
@@ -18,5 +19,5 @@ __all__ = [
     "parametrize", "get_registry", "is_parametrized", "index", "Registry", "ParamInfo", "infer_dims",
     "param_groups", "optimizer_kind", "SGD", "Adam", "AdamW",
     "Readout", "attention", "attention_scale", "depth_multiplier",
-    "coord_check", "CoordCheckReport",
+    "coord_check", "CoordCheckReport", "coord_check_depth", "DepthCoordCheckReport",
 ]

@@ -95,7 +95,7 @@ class CoordCheckReport:
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_title(f"{t} ({self.scheme})")
-            ax.set_xlabel("width")
+            ax.set_xlabel(self.meta.get("axis", "width"))
         axes[0][0].set_ylabel("mean |h|" if kind == "act" else "mean |h_t - h_0|")
         axes[0][-1].legend(fontsize=7)
         fig.tight_layout()
@@ -106,7 +106,7 @@ class CoordCheckReport:
 
 
 def _type_order(t: str) -> tuple[int, str]:
-    return ({"input": 0, "hidden": 1, "output": 2}.get(t, 3), t)
+    return ({"input": 0, "hidden": 1, "branch": 2, "stream": 3, "output": 4}.get(t, 5), t)
 
 
 def _batches(data: Any) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -122,12 +122,12 @@ def _batches(data: Any) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     return itertools.cycle(batches)
 
 
-def _check_widths(widths: Any) -> list[int]:
+def _check_widths(widths: Any, name: str = "widths") -> list[int]:
     if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
-        raise TypeError(f"`widths` must be a sequence of integers, got {widths!r}.")
-    out = [check_int(f"widths[{i}]", w, min=1) for i, w in enumerate(widths)]
+        raise TypeError(f"`{name}` must be a sequence of integers, got {widths!r}.")
+    out = [check_int(f"{name}[{i}]", w, min=1) for i, w in enumerate(widths)]
     if len(out) < 2 or any(a >= b for a, b in zip(out, out[1:])):
-        raise ValueError(f"`widths` must be at least two strictly increasing widths, got {out}.")
+        raise ValueError(f"`{name}` must be at least two strictly increasing {name}, got {out}.")
     return out
 
 

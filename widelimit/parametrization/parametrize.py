@@ -101,8 +101,15 @@ def parametrize(
             recommends this for muP).
         depth, base_depth, residual_branches: depth-muP (Bordelon et al. 2023,
             "Depthwise Hyperparameter Transfer in Residual Networks"; Yang et
-            al. 2023, "Tensor Programs VI"): multiply the outputs of the named
-            branch modules by ``sqrt(base_depth / depth)``.
+            al. 2023, "Tensor Programs VI"): for the residual network
+            ``h^l = h^(l-1) + sqrt(L0 / L) * branch_l(h^(l-1))`` multiply the
+            outputs of the named branch modules by ``sqrt(base_depth / depth)``
+            and, for Adam-like optimisers, the learning rate of every
+            parameter inside a branch by the same factor (TP VI, Depth-muP:
+            an entrywise-normalised update of size ``eta`` moves each branch
+            by ``eta / sqrt(L)``, and ``L`` aligned branch updates add up to
+            ``eta sqrt(L)``; SGD's gradients already carry the branch
+            multiplier, so its learning rate stays depth independent).
 
     Raises:
         RuntimeError: the model is already parametrized.
@@ -171,6 +178,8 @@ def parametrize(
         for bname in residual_branches:
             branches[bname].register_forward_hook(_OutputScale(reg.branch_multiplier))
         reg.residual_branches = tuple(residual_branches)
+        for name in _branch_params(model, branches):
+            reg.params[name].lr_adam *= reg.branch_multiplier
     setattr(model, REGISTRY_ATTR, reg)
     index(model)
     return model
@@ -196,6 +205,12 @@ def _check_depth_args(model: nn.Module, depth: int | None, base_depth: int | Non
         raise ValueError(f"residual branches {missing} are not submodule names of the model "
                          "(see model.named_modules())")
     return {b: mods[b] for b in residual_branches}
+
+
+def _branch_params(model: nn.Module, branches: dict[str, nn.Module]) -> list[str]:
+    """Names of the parameters owned by (submodules of) the residual branches."""
+    ids = {id(p) for m in branches.values() for p in m.parameters()}
+    return [n for n, p in model.named_parameters() if id(p) in ids]
 
 
 def _readout_modules(infos: dict, zero_all_outputs: bool) -> list[nn.Module]:

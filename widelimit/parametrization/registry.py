@@ -36,7 +36,9 @@ class ParamInfo:
             dimensions (1 for non-width dimensions).
         init_scale: factor applied to the default initialisation.
         multiplier: forward multiplier ``n^{-a}``.
-        lr_sgd, lr_adam: learning-rate factors for SGD- and Adam-like optimisers.
+        lr_sgd, lr_adam: learning-rate factors for SGD- and Adam-like optimisers
+            (``lr_adam`` includes depth-muP's ``sqrt(base_depth / depth)`` for
+            parameters inside residual branches).
     """
 
     name: str
