@@ -11,7 +11,7 @@ depths 2, 8, 32, trained with Adam over a log2 grid of learning rates:
 Plots the training loss after the last step against the learning rate, one line
 per depth, and prints the best learning rate per depth in both schemes.
 
-    python examples/depth_transfer.py                      # ~1 minute on 2 cores
+    python examples/depth_transfer.py --threads 1           # ~85 s on one core
     python examples/depth_transfer.py --out depth.png --steps 100
 """
 from __future__ import annotations

@@ -26,7 +26,7 @@ a few milliseconds and predictions are up to ~1.5x faster with both on.
 
 Scoped (always on, restored on exit): torch's thread count is set to 1 around small
 problems (:func:`widelimit.scale.threads.single_thread`) and restored; ``module(seed=...)``
-and :func:`widelimit.coord_check` restore the global RNG state.
+and :func:`widelimit.coord_check` / :func:`widelimit.coord_check_depth` restore the global RNG state.
 """
 from __future__ import annotations
 

@@ -121,3 +121,13 @@ def test_bad_arguments(data) -> None:
         wl.coord_check_depth(ResMLP, [2, 4], data, residual_branches=None, steps=1)
     with pytest.raises(ValueError, match="readout|submodule"):
         wl.coord_check_depth(ResMLP, [2, 4], data, readout="nope", **kw)
+
+
+def test_keeps_global_rng_and_is_reproducible(data) -> None:
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    kw = dict(residual_branches=res_branches, steps=1, optimizer="sgd", lr=0.05)
+    a = wl.coord_check_depth(ResMLP, [2, 4], data, **kw)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = wl.coord_check_depth(ResMLP, [2, 4], data, **kw)
+    np.testing.assert_array_equal(a.delta["stream"], b.delta["stream"])
