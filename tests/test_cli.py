@@ -204,3 +204,22 @@ def test_unreachable_scheduler_clear_error_within_timeout(files):
     assert f"no Dask scheduler answered at tcp://127.0.0.1:{port} within 2 s" in r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_kernel_on_a_local_cluster_writes_the_same_store(files):
+    """``--scheduler`` (a loopback LocalCluster's address) writes the store the same command
+    writes without it, to the last bit."""
+    pytest.importorskip("dask.distributed")
+    from dask.distributed import LocalCluster
+    tmp, p, _ = files
+    common = ["kernel", "--arch", str(p["arch"]), "--x", str(p["x"]), "--block-size", "16",
+              "-q", "--no-progress"]
+    assert main(common + ["--out", str(tmp / "A.zarr")]) == 0
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        assert main(common + ["--out", str(tmp / "B.zarr"), "--scheduler",
+                              cluster.scheduler_address]) == 0
+    a, b = wl.open_kernel(tmp / "A.zarr"), wl.open_kernel(tmp / "B.zarr")
+    assert b.complete and a.names == b.names
+    for name in a.names:
+        assert a.to_numpy(name).tobytes() == b.to_numpy(name).tobytes()

@@ -72,15 +72,13 @@ def _inputs(args: argparse.Namespace) -> tuple[np.ndarray, Optional[np.ndarray]]
 
 
 def _connect(address: str, timeout: float):
+    from widelimit.scale.distributed import connect
     try:
-        from dask.distributed import Client
+        return connect(address, timeout=timeout)
     except ImportError:
         raise CLIError("--scheduler needs dask.distributed: pip install 'dask[distributed]'.") from None
-    try:
-        return Client(address, timeout=timeout)
-    except (OSError, TimeoutError, ValueError) as e:
-        raise CLIError(f"--scheduler: no Dask scheduler answered at {address} within {timeout:g} s "
-                       f"({type(e).__name__}: {e}); nothing was written.") from None
+    except (ConnectionError, TypeError, ValueError) as e:
+        raise CLIError(f"--scheduler: {e}") from None
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:

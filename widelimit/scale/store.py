@@ -163,6 +163,10 @@ def compute_kernel(kernel_fn: Callable, x1, x2=None, *, out: Union[str, os.PathL
     pending = [b for b in grid if (b.i, b.j) not in done]
     _check_writable(path)
     _check_disk(path, shape, itemsize * len(names), len(pending) / max(len(grid), 1))
+    own_client = isinstance(client, str)
+    if client is not None:      # connect before anything is written
+        from widelimit.scale.distributed import connect
+        client = connect(client)
     if existing:
         _remove_partials(path)
     elif client is None and pending:
@@ -187,6 +191,8 @@ def compute_kernel(kernel_fn: Callable, x1, x2=None, *, out: Union[str, os.PathL
     finally:
         if bar is not None:
             bar.close()
+        if own_client:
+            client.close()
     return KernelStore(path)
 
 
