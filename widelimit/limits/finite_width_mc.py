@@ -87,7 +87,7 @@ def sample_output_gram(net: Layer, x: Any, n_nets: int, width: Optional[int] = N
     n_in, d = xt.shape
     coef: list[Tensor] = []
     if control_variates:
-        rec = recursion(net, xt)
+        rec = recursion(net, xt, four_point=False)
         a_mat = torch.eye(n_in * (n_in + 1) // 2, dtype=torch.float64)
         for jac, cw in zip(reversed(rec["J"]), reversed(rec["cw"])):
             coef.insert(0, a_mat)
