@@ -10,6 +10,10 @@
 * :func:`scaled_resnet`, :func:`residual_block`, :func:`depth_limit_kernel`: residual
   networks with branches scaled by 1/sqrt(depth) and their infinite-depth NNGP / NTK (the
   layer-time ODE, docs/depth.md).
+* :func:`finite_width_nngp`, :func:`sample_output_gram`: the leading 1/width correction of
+  a deep MLP's NNGP and its four-point function, and Monte Carlo over real finite MLPs
+  (docs/finite_width.md); :func:`gaussian_expectation`, :func:`gaussian_pair_moments`,
+  :func:`pair_jacobian_hessian`: the Gaussian quadratures behind it.
 
 See docs/limits.md for the equations.
 """
@@ -17,8 +21,13 @@ from widelimit.limits._common import DivergenceError, batch_schedule
 from widelimit.limits.finite import initial_gram, mup_linear_1lp, train_sgd
 from widelimit.limits.kernel import KernelLimit, NNGPLimit, NTKLimit
 from widelimit.limits.depth import depth_limit_kernel, residual_block, scaled_resnet
+from widelimit.limits.finite_width import finite_width_nngp, pair_jacobian_hessian
+from widelimit.limits.finite_width_mc import sample_output_gram
+from widelimit.limits.gaussian_quadrature import gaussian_expectation, gaussian_pair_moments
 from widelimit.limits.linear import LinearCoefficients, MuPLimitLinear1LP
 
 __all__ = ["MuPLimitLinear1LP", "LinearCoefficients", "KernelLimit", "NTKLimit", "NNGPLimit",
            "DivergenceError", "batch_schedule", "mup_linear_1lp", "train_sgd", "initial_gram",
-           "scaled_resnet", "residual_block", "depth_limit_kernel"]
+           "scaled_resnet", "residual_block", "depth_limit_kernel",
+           "finite_width_nngp", "sample_output_gram", "pair_jacobian_hessian",
+           "gaussian_expectation", "gaussian_pair_moments"]
