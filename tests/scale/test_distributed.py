@@ -113,10 +113,12 @@ def test_worker_killed_mid_run_still_completes(cluster, tmp_path):
             except OSError:
                 n = 0
             if n >= 10:
-                pid = next(iter(c.workers.values())).pid
-                os.kill(pid, signal.SIGKILL)
-                killed.append(n)
-                return
+                busy = {a for a, keys in client.processing().items() if keys}
+                nanny = next((w for w in c.workers.values() if w.worker_address in busy), None)
+                if nanny is not None:   # a worker with blocks in flight
+                    os.kill(nanny.pid, signal.SIGKILL)
+                    killed.append(n)
+                    return
             time.sleep(0.01)
 
     th = threading.Thread(target=killer)
