@@ -183,7 +183,7 @@ def test_monte_carlo_relu_widths(x):
     """Depth-3 ReLU MLP, 4 inputs: measured (control-variate MC) vs K_1 at widths 32..512;
     K_1 / n explains 0.8-0.95 of |MC - K_inf| (measured with these seeds)."""
     counts = {32: 1024, 64: 1024, 128: 1024, 256: 512, 512: 256}
-    print(_check_widths(mlp(3), x, counts, b_next=4.0))
+    print(_check_widths(mlp(3), x, counts, b_next=4.0)
 
 
 def test_monte_carlo_plain_estimator_at_width_32(x):
@@ -206,7 +206,7 @@ def test_monte_carlo_tanh_standard_parametrization(x):
     net = mlp(3, W=1.5, phi=L.Tanh, parameterization="standard")
     k_1 = finite_width_nngp(net, x, get="correction")
     assert float(torch.diagonal(k_1).abs().min()) > 0.05
-    print(_check_widths(net, x, {32: 512, 64: 512, 128: 512, 256: 512, 512: 384}, b_next=4.0))
+    _check_widths(net, x, {32: 512, 64: 512, 128: 512, 256: 512, 512: 384}, b_next=4.0)
 
 
 @pytest.mark.slow
@@ -220,6 +220,19 @@ def test_sampler_matches_widelimit_modules(x):
     diff = (mc.mean(0) - ours.mean(0)).abs()
     se = (mc.var(0) / s + ours.var(0) / (4 * s)).sqrt()
     assert torch.all(diff <= Z * se), float((diff / se).max())
+
+
+def test_example_runs(tmp_path):
+    """examples/finite_width.py at two widths (its plot is docs/img/finite_width.png)."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "finite_width.py")
+    spec = importlib.util.spec_from_file_location("finite_width_example", path)
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    res = ex.run(str(tmp_path), widths=(32, 64), n_nets=256)
+    assert all(res["explained"][n] > 0.7 for n in (32, 64)), res["explained"]
+    assert os.path.getsize(res["plot"]) > 10_000
 
 
 def test_kernel_output_and_numpy(x):
