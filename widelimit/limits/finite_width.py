@@ -212,7 +212,8 @@ def finite_width_nngp(net: Layer, x: Any, width: Optional[int] = None, *,
     """
     names = (get,) if isinstance(get, str) else tuple(get)
     if not names or any(name not in FINITE_WIDTH_GET for name in names):
-        raise ValueError(f"`get` must be one of {FINITE_WIDTH_GET} or a tuple of them, got {get!r}.")
+        raise ValueError(f"`get` must be one of {FINITE_WIDTH_GET} or a tuple of them, "
+                         f"got {get!r}.")
     check_int("n_quadrature", n_quadrature, min=4)
     xt, was_numpy = as_input(x, "x")
     if xt.ndim != 2 or not 1 <= xt.shape[0] <= MAX_INPUTS:

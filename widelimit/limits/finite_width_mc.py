@@ -101,7 +101,8 @@ def sample_output_gram(net: Layer, x: Any, n_nets: int, width: Optional[int] = N
         w = torch.randn(b, d, n, generator=gen, dtype=torch.float64)
         z = math.sqrt(cw / d) * xt @ w + math.sqrt(cb) * torch.randn(b, 1, n, generator=gen,
                                                                      dtype=torch.float64)
-        grams, corr = [], torch.zeros(b, len(coef[0]) if coef else 0, dtype=torch.float64)
+        grams: list[Tensor] = []
+        corr = torch.zeros(b, len(coef[0]) if coef else 0, dtype=torch.float64)
         for i, (phi, (cw, cb)) in enumerate(zip(phis, dense[1:])):
             h = phi.fn(z)
             gram = cb + cw * h @ h.transpose(1, 2) / n                   # G^(i+2)
