@@ -45,6 +45,7 @@ from torch import Tensor
 from widelimit._tensors import as_input
 from widelimit._validate import check_int
 from widelimit.layers import Dense, Layer
+from widelimit.layers.combinators import Serial
 from widelimit.layers.nonlinear import Nonlinearity
 from widelimit.limits.gaussian_quadrature import (MAX_INPUTS, gaussian_nodes,
                                                   gaussian_pair_moments, pairs_of)
@@ -55,7 +56,7 @@ FINITE_WIDTH_GET = ("nngp", "correction", "kernel", "four_point", "cumulant4")
 
 
 def _flatten(net: Layer) -> list:
-    if hasattr(net, "layers") and type(net).__name__ == "Serial":
+    if isinstance(net, Serial):
         return [leaf for layer in net.layers for leaf in _flatten(layer)]
     return [net]
 
@@ -212,7 +213,8 @@ def finite_width_nngp(net: Layer, x: Any, width: Optional[int] = None, *,
     """
     names = (get,) if isinstance(get, str) else tuple(get)
     if not names or any(name not in FINITE_WIDTH_GET for name in names):
-        raise ValueError(f"`get` must be one of {FINITE_WIDTH_GET} or a tuple of them, got {get!r}.")
+        raise ValueError(f"`get` must be one of {FINITE_WIDTH_GET} or a tuple of them, "
+                         f"got {get!r}.")
     check_int("n_quadrature", n_quadrature, min=4)
     xt, was_numpy = as_input(x, "x")
     if xt.ndim != 2 or not 1 <= xt.shape[0] <= MAX_INPUTS:
