@@ -10,6 +10,9 @@
 * :func:`scaled_resnet`, :func:`residual_block`, :func:`depth_limit_kernel`: residual
   networks with branches scaled by 1/sqrt(depth) and their infinite-depth NNGP / NTK (the
   layer-time ODE, docs/depth.md).
+* :class:`PiNet`, :class:`PiLimit`: a deep MLP trained by projected muP SGD with rank-r
+  projections and its exact infinite-width pi-limit on r-dimensional representations
+  (Yang, Santacroce & Hu 2022; ReLU in closed form, other nonlinearities by quadrature).
 
 See docs/limits.md for the equations.
 """
@@ -18,7 +21,10 @@ from widelimit.limits.finite import initial_gram, mup_linear_1lp, train_sgd
 from widelimit.limits.kernel import KernelLimit, NNGPLimit, NTKLimit
 from widelimit.limits.depth import depth_limit_kernel, residual_block, scaled_resnet
 from widelimit.limits.linear import LinearCoefficients, MuPLimitLinear1LP
+from widelimit.limits.pilimit import PiLimit, pi_initial_matrices
+from widelimit.limits.pinet import PiNet
 
 __all__ = ["MuPLimitLinear1LP", "LinearCoefficients", "KernelLimit", "NTKLimit", "NNGPLimit",
            "DivergenceError", "batch_schedule", "mup_linear_1lp", "train_sgd", "initial_gram",
-           "scaled_resnet", "residual_block", "depth_limit_kernel"]
+           "scaled_resnet", "residual_block", "depth_limit_kernel",
+           "PiNet", "PiLimit", "pi_initial_matrices"]
