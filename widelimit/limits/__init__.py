@@ -14,6 +14,9 @@
   a deep MLP's NNGP and its four-point function, and Monte Carlo over real finite MLPs
   (docs/finite_width.md); :func:`gaussian_expectation`, :func:`gaussian_pair_moments`,
   :func:`pair_jacobian_hessian`: the Gaussian quadratures behind it.
+* ``widelimit.limits.pilimit`` / ``widelimit.limits.pinet`` (experimental, not exported):
+  a projected-muP pi-net and its pi-limit (Yang, Santacroce & Hu 2022); its Gaussian
+  expectations are tested, its convergence of finite nets to the limit is not yet verified.
 
 See docs/limits.md for the equations.
 """

@@ -1,0 +1,90 @@
+r"""The finite-width pi-net: an MLP of width n with explicit (n, n) hidden weights, trained
+by projected muP SGD (:mod:`widelimit.limits.pilimit` for the equations).  Its width ->
+infinity limit is :class:`widelimit.limits.pilimit.PiLimit` with the same arguments.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from widelimit.limits._common import mse
+from widelimit.limits.pilimit import Phi, PiBase, _check_int, phi_function
+
+__all__ = ["PiNet"]
+
+
+class PiNet(PiBase, nn.Module):
+    r"""A width-``width`` pi-net (float64): ``f(x) = V phi(W^L ... phi(U x)) / n`` with
+    ``U_0 = Omega^1 A_0``, ``W^l_0 = Omega^l B^l Omega^{l-1 T} / n``, ``V_0 = 0`` and SGD
+    steps ``U -= eta n Pi^1 grad_U``, ``W^l -= eta Pi^l grad_W``, ``V -= eta n grad_V``
+    (``Pi^l = Omega^l Omega^{l T} / n``); see :mod:`widelimit.limits.pilimit`.
+
+    Args:
+        d_in, d_out, depth, rank, phi, seed, input_var, hidden_var, divergence_factor: as in
+            :class:`PiLimit` (``seed`` draws the shared ``A_0``, ``B^l``).
+        width: n (>= 1).
+        width_seed: draws the projections ``Omega^l`` (n, r), iid N(0, 1), from a private
+            generator (default: ``seed + 1``).
+
+    ``forward(x)`` is differentiable in the weights; ``fit`` / ``predict`` / ``loss_curve_``
+    as in :class:`PiLimit`.
+    """
+
+    def __init__(self, d_in: int, d_out: int, width: int, *, depth: int = 2, rank: int = 8,
+                 phi: Phi = "relu", seed: int = 0, width_seed: Optional[int] = None,
+                 input_var: float = 1.0, hidden_var: float = 4.0,
+                 divergence_factor: float = 1e8) -> None:
+        nn.Module.__init__(self)
+        PiBase.__init__(self, d_in, d_out, depth=depth, rank=rank, phi=phi, seed=seed,
+                        input_var=input_var, hidden_var=hidden_var,
+                        divergence_factor=divergence_factor)
+        self.width = _check_int(width, "width")
+        gen = torch.Generator().manual_seed(int(seed + 1 if width_seed is None else width_seed))
+        omegas = [torch.randn(width, rank, generator=gen, dtype=torch.float64) for _ in range(depth)]
+        for i, o in enumerate(omegas):
+            self.register_buffer(f"omega{i + 1}", o)
+        self.fn = phi_function(phi)
+        self.U = nn.Parameter(torch.empty(width, d_in, dtype=torch.float64))
+        self.W = nn.ParameterList([nn.Parameter(torch.empty(width, width, dtype=torch.float64))
+                                   for _ in self.b])
+        self.V = nn.Parameter(torch.empty(d_out, width, dtype=torch.float64))
+        self._reset()
+
+    def omegas(self) -> list[Tensor]:
+        """The fixed projections ``[Omega^1, ..., Omega^L]`` (each (n, r))."""
+        return [getattr(self, f"omega{i + 1}") for i in range(self.depth)]
+
+    def _reset(self) -> None:
+        om, n = self.omegas(), self.width
+        with torch.no_grad():
+            self.U.copy_(om[0] @ self.a0)
+            for l, w in enumerate(self.W):
+                w.copy_(om[l + 1] @ self.b[l] @ om[l].T / n)
+            self.V.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``f(x)`` (N, d_out) for float64 inputs (N, d_in)."""
+        h = x @ self.U.T
+        for w in self.W:
+            h = self.fn(h) @ w.T
+        return self.fn(h) @ self.V.T / self.width
+
+    def _forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.forward(x)
+
+    def _step(self, xb: Tensor, yb: Tensor, lr: float) -> None:
+        params = [self.U, *self.W, self.V]
+        grads = torch.autograd.grad(mse(self.forward(xb), yb), params)
+        om, n = self.omegas(), self.width
+
+        def proj(o: Tensor, gr: Tensor) -> Tensor:
+            return o @ (o.T @ gr) / n
+
+        with torch.no_grad():
+            self.U -= lr * n * proj(om[0], grads[0])
+            for l, w in enumerate(self.W):
+                w -= lr * proj(om[l + 1], grads[1 + l])
+            self.V -= lr * n * grads[-1]
