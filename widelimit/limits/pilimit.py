@@ -1,4 +1,6 @@
-r"""The pi-limit of a deep MLP: the exact infinite-width limit of projected muP SGD with
+r"""EXPERIMENTAL, not exported: finite pi-nets are not yet verified to converge to this limit.
+
+The pi-limit of a deep MLP: the exact infinite-width limit of projected muP SGD with
 r-dimensional representations (after Yang, Santacroce & Hu, ICLR 2022, "Efficient
 Computation of Deep Nonlinear Infinite-Width Neural Networks that Learn Features").
 
