@@ -30,8 +30,9 @@ __all__ = ["compute_kernel", "open_kernel", "KernelStore", "StoreMismatchError"]
 FORMAT_VERSION = 1
 DONE_DIR = ".widelimit_done"
 _ATTR = "widelimit"
-#: working memory of one block in units of its result (inputs, intermediates, outputs)
-_BLOCK_OVERHEAD = 8
+#: working memory of one block in units of its result (inputs, intermediates, outputs, and
+#: the previous block and its transpose while they are written)
+_BLOCK_OVERHEAD = 10
 
 
 class StoreMismatchError(ValueError):
@@ -121,7 +122,7 @@ def compute_kernel(kernel_fn: Callable, x1, x2=None, *, out: Union[str, os.PathL
         out: path of the store (a directory; created).
         get: kernel names to compute and store.
         block_size: rows and columns of one block (= one Zarr chunk); default: the largest
-            block whose working set (about 8 times its result) fits ``max_memory``.
+            block whose working set (about 10 times its result, the block being written included) fits ``max_memory``.
         max_memory: memory budget of one block (bytes or e.g. ``"4GB"``; default: half of
             the available memory).
         client: a ``dask.distributed.Client`` (or a scheduler address) to compute the
@@ -185,9 +186,7 @@ def compute_kernel(kernel_fn: Callable, x1, x2=None, *, out: Union[str, os.PathL
             run_on_client(client, kernel_fn, t1, t2, pending, path, names, shape,
                           on_done=lambda b: _finished(path, b, bar, symmetric))
         else:
-            for b in pending:
-                _write(path, b, _compute(kernel_fn, t1, t2, b, names, shape), symmetric)
-                _finished(path, b, bar, symmetric)
+            _run_local(kernel_fn, t1, t2, pending, path, names, shape, bar, symmetric)
     finally:
         if bar is not None:
             bar.close()
@@ -217,16 +216,41 @@ def _compute(kernel_fn, x1, x2, b: Block, names, shape) -> list[np.ndarray]:
     return arrays
 
 
+def _run_local(kernel_fn, x1, x2, pending, path: str, names, shape, bar,
+               symmetric: bool) -> None:
+    """Compute the ``pending`` blocks in this process, writing block ``k`` on one writer
+    thread while block ``k + 1`` is computed (the store's writes cost about as much as the
+    kernel); a block is recorded as finished only after its chunks are on disk, and a
+    failed write stops the run with its error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(b: Block, arrays) -> None:
+        _write(path, b, arrays, symmetric)
+        _finished(path, b, bar, symmetric)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="widelimit-store") as pool:
+        inflight = None
+        for b in pending:
+            arrays = _compute(kernel_fn, x1, x2, b, names, shape)
+            if inflight is not None:
+                inflight.result()           # at most one block waits to be written
+            inflight = pool.submit(write, b, arrays)
+        if inflight is not None:
+            inflight.result()
+
+
 def _write(path: str, b: Block, arrays: Iterable[np.ndarray], symmetric: bool) -> None:
     """Write block ``b`` (and its transpose off the diagonal of a symmetric kernel)."""
     import zarr
     group = zarr.open_group(path, mode="r+")
     for name, k in zip(group.attrs[_ATTR]["get"], arrays):
-        arr = group[name]
+        # a block is whole chunks: skip zarr's scan for chunks equal to the fill value
+        arr = group[name].with_config({"write_empty_chunks": True})
         k = k.astype(arr.dtype, copy=False)
         arr[b.rows, b.cols] = k
         if symmetric and not b.diagonal:
-            arr[b.cols, b.rows] = np.ascontiguousarray(k.T)
+            # torch's blocked, threaded transpose: ~3x faster than NumPy's for large blocks
+            arr[b.cols, b.rows] = torch.from_numpy(k).t().contiguous().numpy()
 
 
 def _finished(path: str, b: Block, bar, symmetric: bool) -> None:
