@@ -59,7 +59,8 @@ def test_nested_quadrature_against_closed_forms():
     for i, (a, b) in enumerate(pairs_of(4)):
         for j, (c, d) in enumerate(pairs_of(4)):
             exact = k4[a, b] * k4[c, d] + k4[a, c] * k4[b, d] + k4[a, d] * k4[b, c]
-            assert abs(float(m[i, j] - exact)) < 1e-12
+            # exact for a polynomial; the 4-D sum of many nodes rounds to ~1e-12 relative
+            assert abs(float(m[i, j] - exact)) < 1e-11 * max(1.0, abs(float(exact)))
     # 4-D ReLU with two independent blocks: a product of arc-cosine kernels
     blocks = torch.block_diag(k2, _cov(rng, 2, 3))
     m = gaussian_pair_moments(torch.relu, blocks)

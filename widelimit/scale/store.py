@@ -11,34 +11,22 @@ file and :func:`os.replace` after the block's chunks are written), so a rerun sk
 the blocks whose data is complete on disk."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
-import tempfile
-import time
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from widelimit.scale.grid import Block, blocks as grid_blocks
-from widelimit.scale.memory import resolve_budget
+from widelimit.scale.grid import Block
+# the bookkeeping (metadata, checks, finished-block record) lives in store_meta; its names
+# are re-exported here for widelimit.scale.distributed and the tests
+from widelimit.scale.store_meta import (  # noqa: F401
+    _ATTR, _BLOCK_OVERHEAD, DONE_DIR, FORMAT_VERSION, StoreMismatchError, _as_input,
+    _block_size, _check_disk, _check_writable, _done_blocks, _existing, _grid, _hash,
+    _mark_done, _names, _read_meta, _remove_partials, _resume_block_size, _spec, _stored_meta)
 
 __all__ = ["compute_kernel", "open_kernel", "KernelStore", "StoreMismatchError"]
-
-FORMAT_VERSION = 1
-DONE_DIR = ".widelimit_done"
-_ATTR = "widelimit"
-#: working memory of one block in units of its result (inputs, intermediates, outputs, and
-#: the previous block and its transpose while they are written)
-_BLOCK_OVERHEAD = 10
-
-
-class StoreMismatchError(ValueError):
-    """An existing store was made from other inputs, another architecture ``spec``, other
-    kernel names (``get``), another ``dtype`` or ``block_size``: resuming would mix two
-    kernels.  The message names what differs; ``overwrite=True`` starts afresh."""
 
 
 class KernelStore:
@@ -48,13 +36,8 @@ class KernelStore:
     :meth:`to_numpy` / :meth:`to_tensor` load a whole kernel into memory."""
 
     def __init__(self, path: Union[str, os.PathLike]):
-        import zarr
         self.path = os.fspath(path)
-        try:
-            self._group = zarr.open_group(self.path, mode="r")
-            meta = dict(self._group.attrs[_ATTR])
-        except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"{self.path!r} is not a widelimit kernel store ({e}).") from e
+        self._group, meta = _read_meta(self.path)
         self._meta = meta
         self.names: tuple[str, ...] = tuple(meta["get"])
         self.shape: tuple[int, int] = (int(meta["shape"][0]), int(meta["shape"][1]))
@@ -152,13 +135,19 @@ def compute_kernel(kernel_fn: Callable, x1, x2=None, *, out: Union[str, os.PathL
     symmetric = t2 is None
     shape = (t1.shape[0], t1.shape[0] if t2 is None else t2.shape[0])
     itemsize = torch.empty((), dtype=t1.dtype).element_size()
-    bs = _block_size(block_size, max_memory, shape, len(names), itemsize,
-                     int(np.prod(t1.shape[1:], dtype=np.int64)))
+    dim = int(np.prod(t1.shape[1:], dtype=np.int64))
     path = os.path.abspath(os.fspath(out))
+    old = _stored_meta(path)        # refuses a path that holds something else
+    if block_size is None and old is not None and not overwrite:
+        # resume with the block size the store was started with (the default one depends
+        # on the memory available now)
+        bs = _resume_block_size(path, old, max_memory, shape, len(names), itemsize, dim)
+    else:
+        bs = _block_size(block_size, max_memory, shape, len(names), itemsize, dim)
     meta = {"format": FORMAT_VERSION, "spec": _spec(kernel_fn) if spec is None else str(spec),
             "dtype": str(t1.dtype).replace("torch.", ""), "inputs_hash": _hash(t1, t2),
             "shape": list(shape), "block_size": bs, "get": list(names), "symmetric": symmetric}
-    existing = _existing(path, meta, overwrite)
+    existing = _existing(path, old, meta, overwrite)
     done = _done_blocks(path) if existing else set()
     grid = _grid(shape, bs, symmetric)
     pending = [b for b in grid if (b.i, b.j) not in done]
@@ -202,10 +191,13 @@ def _compute(kernel_fn, x1, x2, b: Block, names, shape) -> list[np.ndarray]:
     a = x1[b.rows]
     res = kernel_fn(a, None, get=names) if x2 is None and b.diagonal else \
         kernel_fn(a, (x1 if x2 is None else x2)[b.cols], get=names)
-    outs = [res] if len(names) == 1 and not isinstance(res, (tuple, list)) else list(res)
+    # one array is one kernel (never a sequence of rows), whatever ``get`` asked for
+    outs = [res] if isinstance(res, (torch.Tensor, np.ndarray)) or \
+        not isinstance(res, (tuple, list)) else list(res)
     want = (b.rows.stop - b.rows.start, b.cols.stop - b.cols.start)
     if len(outs) != len(names):
-        raise ValueError(f"kernel_fn returned {len(outs)} kernels for get={names}.")
+        raise ValueError(f"kernel_fn returned {len(outs)} kernel(s) for get={names}, "
+                         f"expected {len(names)} (one per name, in that order).")
     arrays = []
     for name, k in zip(names, outs):
         k = k.detach().cpu().numpy() if isinstance(k, torch.Tensor) else np.asarray(k)
@@ -264,41 +256,6 @@ def _entries(b: Block, symmetric: bool) -> int:
     return n if not symmetric or b.diagonal else 2 * n
 
 
-def _mark_done(path: str, b: Block) -> None:
-    """Record block ``b`` as finished: temporary file + os.replace (atomic)."""
-    d = os.path.join(path, DONE_DIR)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps({"i": b.i, "j": b.j, "time": time.time()}))
-    os.replace(tmp, os.path.join(d, f"{b.i}_{b.j}"))
-
-
-def _done_blocks(path: str) -> set[tuple[int, int]]:
-    d = os.path.join(path, DONE_DIR)
-    try:
-        entries = os.listdir(d)
-    except OSError:
-        return set()
-    done = set()
-    for e in entries:
-        parts = e.split("_")
-        if len(parts) == 2 and all(p.isdigit() for p in parts):
-            done.add((int(parts[0]), int(parts[1])))
-    return done
-
-
-def _remove_partials(path: str) -> None:
-    """Temporary files a killed run left behind (zarr's ``*.partial`` chunks, ours)."""
-    for root, _, files in os.walk(path):
-        for f in files:
-            if f.endswith(".partial") or (root.endswith(DONE_DIR) and f.startswith(".tmp-")):
-                try:
-                    os.unlink(os.path.join(root, f))
-                except OSError:
-                    pass
-
-
 def _progress(progress: bool, shape, grid, pending, symmetric: bool):
     if not progress:
         return None
@@ -307,141 +264,6 @@ def _progress(progress: bool, shape, grid, pending, symmetric: bool):
     left = sum(_entries(b, symmetric) for b in pending)
     return tqdm(total=total, initial=total - left, unit="entries", unit_scale=True,
                 desc="compute_kernel")
-
-
-# ---------------------------------------------------------------- metadata and checks
-
-def _grid(shape, bs: int, symmetric: bool) -> list[Block]:
-    return grid_blocks(shape[0], shape[1], bs, symmetric)
-
-
-def _names(get) -> tuple[str, ...]:
-    names = (get,) if isinstance(get, str) else tuple(get) if isinstance(get, (tuple, list)) \
-        else None
-    if not names or not all(isinstance(n, str) and n for n in names) or \
-            len(set(names)) != len(names):
-        raise ValueError(f"`get` must be a kernel name or a tuple of distinct names such as "
-                         f"('nngp', 'ntk'), got {get!r}.")
-    return names
-
-
-def _as_input(x, name: str) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`{name}` must be a tensor or a NumPy array, got {type(x).__name__}.")
-    if not x.is_floating_point():
-        raise TypeError(f"`{name}` must be floating point, got {x.dtype}.")
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise ValueError(f"`{name}` needs at least one input (batch axis first), got shape "
-                         f"{tuple(x.shape)}.")
-    return x.detach()
-
-
-def _hash(x1: torch.Tensor, x2: Optional[torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for x in (x1, x2):
-        if x is None:
-            h.update(b"none")
-            continue
-        a = np.ascontiguousarray(x.cpu().numpy())
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
-
-
-def _spec(kernel_fn) -> str:
-    owner = getattr(kernel_fn, "__self__", None)
-    if owner is not None:
-        to_json = getattr(owner, "to_json", None)
-        if to_json is not None:
-            try:
-                return str(to_json())
-            except (TypeError, AttributeError, ValueError, NotImplementedError):
-                pass
-        return repr(owner)
-    return f"{getattr(kernel_fn, '__module__', '')}.{getattr(kernel_fn, '__qualname__', repr(kernel_fn))}"
-
-
-def _block_size(block_size, max_memory, shape, n_names: int, itemsize: int, dim: int) -> int:
-    budget = resolve_budget(max_memory)
-    largest = max(shape)
-
-    def need(b: int) -> int:
-        b = min(b, largest)
-        return _BLOCK_OVERHEAD * b * b * n_names * itemsize + 2 * b * dim * itemsize
-
-    if block_size is not None:
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"`block_size` must be a positive integer, got {block_size!r}.")
-        if max_memory is not None and need(block_size) > budget:
-            raise ValueError(f"max_memory={max_memory!r} ({budget} bytes) is smaller than one "
-                             f"block of block_size={block_size} (about {need(block_size)} "
-                             f"bytes): raise max_memory or lower block_size.")
-        return min(block_size, largest)
-    if need(1) > budget:
-        raise ValueError(f"max_memory={max_memory!r} ({budget} bytes) is smaller than one "
-                         f"block of a single entry (about {need(1)} bytes).")
-    lo, hi = 1, largest
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if need(mid) <= budget else (lo, mid - 1)
-    return lo if lo < 64 or lo == largest else lo - lo % 64
-
-
-def _existing(path: str, meta: dict, overwrite: bool) -> bool:
-    """Whether ``path`` holds a store of this very kernel to resume (else: create one)."""
-    if not os.path.exists(path):
-        return False
-    if not os.path.isdir(path):
-        raise ValueError(f"out={path!r} exists and is not a directory.")
-    if not os.listdir(path):
-        return False
-    try:
-        old = dict(KernelStore(path)._meta)
-    except ValueError as e:
-        raise ValueError(f"out={path!r} exists and is not a widelimit kernel store; "
-                         f"choose another path or remove it.") from e
-    if overwrite:
-        return False
-    differ = [k for k in ("format", "inputs_hash", "spec", "get", "dtype", "block_size",
-                          "shape", "symmetric") if old.get(k) != meta[k]]
-    if differ:
-        details = "; ".join(f"{k}: stored {old.get(k)!r}, now {meta[k]!r}"
-                            for k in differ if k not in ("inputs_hash", "spec")
-                            ) or "see above"
-        raise StoreMismatchError(
-            f"out={path!r} holds a kernel of other {', '.join(differ)} ({details}); "
-            f"pass overwrite=True to start afresh, or another path.")
-    return True
-
-
-def _check_writable(path: str) -> None:
-    probe = path
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        raise ValueError(f"out={path!r} is not writable: {probe!r} is not a directory.")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".widelimit-probe-")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise ValueError(f"out={path!r} is not writable ({e}).") from e
-
-
-def _check_disk(path: str, shape, bytes_per_entry: int, fraction_left: float) -> None:
-    probe = path
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    need = int(shape[0] * shape[1] * bytes_per_entry * fraction_left)
-    free = shutil.disk_usage(probe).free
-    if need > free:
-        raise ValueError(f"out={path!r}: the kernel needs {need / 2**30:.2f} GiB of disk space "
-                         f"and {probe!r} has {free / 2**30:.2f} GiB free.")
 
 
 def _create(path: str, meta: dict, shape, bs: int, dtype: torch.dtype, overwrite: bool) -> None:
