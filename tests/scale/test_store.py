@@ -376,3 +376,16 @@ def test_progress_bar(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "compute_kernel" in err and "900/900" in err.replace("entries", "")
     assert _files(got.path) == _files(ref.path)
+
+
+def test_strip_transpose_is_exact_and_reuses_its_buffer():
+    from widelimit.scale.store import _transposed
+    rng = np.random.default_rng(0)
+    scratch = {}
+    for shape in ((1100, 700), (513, 1), (3, 2000), (600, 600)):   # several strips, ragged
+        k = rng.standard_normal(shape).astype(np.float32)
+        t = _transposed(k, scratch)
+        assert t.shape == shape[::-1] and t.flags.c_contiguous
+        assert t.tobytes() == np.ascontiguousarray(k.T).tobytes()
+    assert scratch["t"].size == 1100 * 700          # grown once, then reused
+    assert _transposed(k).tobytes() == np.ascontiguousarray(k.T).tobytes()

@@ -215,9 +215,10 @@ def _run_local(kernel_fn, x1, x2, pending, path: str, names, shape, bar,
     kernel); a block is recorded as finished only after its chunks are on disk, and a
     failed write stops the run with its error."""
     from concurrent.futures import ThreadPoolExecutor
+    scratch: dict = {}          # the writer's transpose buffer, reused block after block
 
     def write(b: Block, arrays) -> None:
-        _write(path, b, arrays, symmetric)
+        _write(path, b, arrays, symmetric, scratch)
         _finished(path, b, bar, symmetric)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="widelimit-store") as pool:
@@ -231,8 +232,10 @@ def _run_local(kernel_fn, x1, x2, pending, path: str, names, shape, bar,
             inflight.result()
 
 
-def _write(path: str, b: Block, arrays: Iterable[np.ndarray], symmetric: bool) -> None:
-    """Write block ``b`` (and its transpose off the diagonal of a symmetric kernel)."""
+def _write(path: str, b: Block, arrays: Iterable[np.ndarray], symmetric: bool,
+           scratch: Optional[dict] = None) -> None:
+    """Write block ``b`` (and its transpose off the diagonal of a symmetric kernel);
+    ``scratch``: a dict in which a caller writing many blocks keeps the transpose buffer."""
     import zarr
     group = zarr.open_group(path, mode="r+")
     for name, k in zip(group.attrs[_ATTR]["get"], arrays):
@@ -241,8 +244,28 @@ def _write(path: str, b: Block, arrays: Iterable[np.ndarray], symmetric: bool) -
         k = k.astype(arr.dtype, copy=False)
         arr[b.rows, b.cols] = k
         if symmetric and not b.diagonal:
-            # torch's blocked, threaded transpose: ~3x faster than NumPy's for large blocks
-            arr[b.cols, b.rows] = torch.from_numpy(k).t().contiguous().numpy()
+            arr[b.cols, b.rows] = _transposed(k, scratch)
+
+
+#: rows per strip of :func:`_transposed` (a 512-row strip of a float32 block of 10 000
+#: columns is 20 MB: read once, written as 512-wide runs)
+_STRIP = 512
+
+
+def _transposed(k: np.ndarray, scratch: Optional[dict] = None) -> np.ndarray:
+    """``k.T`` in C order, strip by strip (into ``scratch["t"]``, a buffer the caller reuses
+    across blocks, when given): 0.11 s for a 9920 x 9920 float32 block here, against
+    0.33 s for torch's ``t().contiguous()`` and 0.5-1.6 s for ``np.ascontiguousarray(k.T)``,
+    and with a reused buffer no fresh pages to fault in."""
+    buf = None if scratch is None else scratch.get("t")
+    if buf is None or buf.dtype != k.dtype or buf.size < k.size:
+        buf = np.empty(k.size, dtype=k.dtype)
+        if scratch is not None:
+            scratch["t"] = buf
+    out = buf[:k.size].reshape(k.shape[1], k.shape[0])
+    for i in range(0, k.shape[0], _STRIP):
+        out[:, i:i + _STRIP] = k[i:i + _STRIP].T
+    return out
 
 
 def _finished(path: str, b: Block, bar, symmetric: bool) -> None:
