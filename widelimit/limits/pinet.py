@@ -35,8 +35,9 @@ class PiNet(PiBase, nn.Module):
     def __init__(self, d_in: int, d_out: int, width: int, *, depth: int = 2, rank: int = 8,
                  phi: Phi = "relu", seed: int = 0, width_seed: Optional[int] = None,
                  input_var: float = 1.0, hidden_var: float = 4.0,
-                 divergence_factor: float = 1e8) -> None:
+                 divergence_factor: float = 1e8, exact_projection: bool = True) -> None:
         nn.Module.__init__(self)
+        self.exact_projection = bool(exact_projection)
         PiBase.__init__(self, d_in, d_out, depth=depth, rank=rank, phi=phi, seed=seed,
                         input_var=input_var, hidden_var=hidden_var,
                         divergence_factor=divergence_factor)
@@ -45,6 +46,9 @@ class PiNet(PiBase, nn.Module):
         omegas = [torch.randn(width, rank, generator=gen, dtype=torch.float64) for _ in range(depth)]
         for i, o in enumerate(omegas):
             self.register_buffer(f"omega{i + 1}", o)
+            # left inverse: (O^T O)^{-1} O^T (exact), or O^T / n (its large-width limit)
+            pinv = torch.linalg.solve(o.T @ o, o.T) if exact_projection else o.T / width
+            self.register_buffer(f"omega_pinv{i + 1}", pinv)
         self.fn = phi_function(phi)
         self.U = nn.Parameter(torch.empty(width, d_in, dtype=torch.float64))
         self.W = nn.ParameterList([nn.Parameter(torch.empty(width, width, dtype=torch.float64))
@@ -56,12 +60,16 @@ class PiNet(PiBase, nn.Module):
         """The fixed projections ``[Omega^1, ..., Omega^L]`` (each (n, r))."""
         return [getattr(self, f"omega{i + 1}") for i in range(self.depth)]
 
+    def pinvs(self) -> list[Tensor]:
+        """The left inverses ``Omega^{l+}`` (each (r, n))."""
+        return [getattr(self, f"omega_pinv{i + 1}") for i in range(self.depth)]
+
     def _reset(self) -> None:
-        om, n = self.omegas(), self.width
+        om, pi = self.omegas(), self.pinvs()
         with torch.no_grad():
             self.U.copy_(om[0] @ self.a0)
             for l, w in enumerate(self.W):
-                w.copy_(om[l + 1] @ self.b[l] @ om[l].T / n)
+                w.copy_(om[l + 1] @ self.b[l] @ pi[l])
             self.V.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -78,13 +86,9 @@ class PiNet(PiBase, nn.Module):
     def _step(self, xb: Tensor, yb: Tensor, lr: float) -> None:
         params = [self.U, *self.W, self.V]
         grads = torch.autograd.grad(mse(self.forward(xb), yb), params)
-        om, n = self.omegas(), self.width
-
-        def proj(o: Tensor, gr: Tensor) -> Tensor:
-            return o @ (o.T @ gr) / n
-
+        om, pi, n = self.omegas(), self.pinvs(), self.width
         with torch.no_grad():
-            self.U -= lr * n * proj(om[0], grads[0])
+            self.U -= lr * n * om[0] @ (pi[0] @ grads[0])
             for l, w in enumerate(self.W):
-                w -= lr * proj(om[l + 1], grads[1 + l])
+                w -= lr * om[l + 1] @ (pi[l + 1] @ grads[1 + l])
             self.V -= lr * n * grads[-1]
