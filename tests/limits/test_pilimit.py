@@ -124,3 +124,30 @@ def test_pinet_converges_to_pilimit():
     print("relative errors", errs)
     assert errs[0] > errs[1] > errs[2]
     assert errs[2] < 0.04 and errs[0] / errs[2] > 2.0
+
+
+@pytest.mark.parametrize("model", ["limit", "net"])
+def test_divergent_lr_raises_and_leaves_unfitted(model):
+    x, y = _data(4)
+    m = PiLimit(3, 1, depth=2, rank=4) if model == "limit" else PiNet(3, 1, 64, depth=2, rank=4)
+    with pytest.raises(DivergenceError, match="diverged at lr=100") as err:
+        m.fit(x, y, lr=100.0, steps=20)
+    assert err.value.lr == 100.0 and 1 <= err.value.step <= 20
+    with pytest.raises(RuntimeError, match="not fitted"):
+        m.predict(x)
+    m.fit(x, y, lr=0.5, steps=3)                       # a stable lr still works afterwards
+    assert torch.isfinite(m.predict(x)).all() and m.loss_curve_[-1] < m.loss_curve_[0]
+
+
+def test_bad_arguments():
+    x, y = _data(4)
+    lim = PiLimit(3, 1, depth=2, rank=4)
+    with pytest.raises(ValueError, match="y"):
+        lim.fit(x, torch.randn(4, 2, dtype=torch.float64), lr=0.1, steps=1)
+    for lr in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="lr"):
+            lim.fit(x, y, lr=lr, steps=1)
+    with pytest.raises(ValueError, match="width"):
+        PiNet(3, 1, 2, rank=4)
+    with pytest.raises(ValueError, match="depth"):
+        PiLimit(3, 1, depth=0)

@@ -42,6 +42,9 @@ class PiNet(PiBase, nn.Module):
                         input_var=input_var, hidden_var=hidden_var,
                         divergence_factor=divergence_factor)
         self.width = _check_int(width, "width")
+        if exact_projection and width < rank:
+            raise ValueError(f"`width` ({width}) must be >= `rank` ({rank}) for the exact "
+                             "projection (Omega^T Omega must be invertible).")
         gen = torch.Generator().manual_seed(int(seed + 1 if width_seed is None else width_seed))
         omegas = [torch.randn(width, rank, generator=gen, dtype=torch.float64) for _ in range(depth)]
         for i, o in enumerate(omegas):
