@@ -17,9 +17,13 @@ __all__ = ["PiNet"]
 
 class PiNet(PiBase, nn.Module):
     r"""A width-``width`` pi-net (float64): ``f(x) = V phi(W^L ... phi(U x)) / n`` with
-    ``U_0 = Omega^1 A_0``, ``W^l_0 = Omega^l B^l Omega^{l-1 T} / n``, ``V_0 = 0`` and SGD
-    steps ``U -= eta n Pi^1 grad_U``, ``W^l -= eta Pi^l grad_W``, ``V -= eta n grad_V``
-    (``Pi^l = Omega^l Omega^{l T} / n``); see :mod:`widelimit.limits.pilimit`.
+    ``U_0 = Omega^1 A_0``, ``W^l_0 = Omega^l B^l Omega^{l-1 +}``, ``V_0 = 0`` and SGD
+    steps ``U -= eta n Pi^1 grad_U``, ``W^l -= eta Pi^l grad_W``, ``V -= eta n grad_V``,
+    where ``Omega^+ = (Omega^T Omega)^{-1} Omega^T`` and ``Pi^l = Omega^l Omega^{l +}`` is the
+    orthogonal projection onto the span of ``Omega^l`` (as in the paper's pi-net).  With
+    ``exact_projection=False``, ``Omega^+`` is replaced by its large-width value
+    ``Omega^T / n``; both have the same limit (``Omega^T Omega / n -> I``), the exact one
+    with about 1.5x smaller finite-width error.  See :mod:`widelimit.limits.pilimit`.
 
     Args:
         d_in, d_out, depth, rank, phi, seed, input_var, hidden_var, divergence_factor: as in
@@ -27,6 +31,8 @@ class PiNet(PiBase, nn.Module):
         width: n (>= 1).
         width_seed: draws the projections ``Omega^l`` (n, r), iid N(0, 1), from a private
             generator (default: ``seed + 1``).
+        exact_projection: use ``(Omega^T Omega)^{-1} Omega^T`` (default; needs width >= rank)
+            or ``Omega^T / n``.
 
     ``forward(x)`` is differentiable in the weights; ``fit`` / ``predict`` / ``loss_curve_``
     as in :class:`PiLimit`.
