@@ -23,7 +23,7 @@ class PiNet(PiBase, nn.Module):
     orthogonal projection onto the span of ``Omega^l`` (as in the paper's pi-net).  With
     ``exact_projection=False``, ``Omega^+`` is replaced by its large-width value
     ``Omega^T / n``; both have the same limit (``Omega^T Omega / n -> I``), the exact one
-    with about 1.5x smaller finite-width error.  See :mod:`widelimit.limits.pilimit`.
+    with up to ~2x smaller finite-width error.  See :mod:`widelimit.limits.pilimit`.
 
     Args:
         d_in, d_out, depth, rank, phi, seed, input_var, hidden_var, divergence_factor: as in
