@@ -1,4 +1,6 @@
-r"""EXPERIMENTAL, not exported: finite pi-nets are not yet verified to converge to this limit.
+r"""EXPERIMENTAL, not exported: verified against finite pi-nets only at small scale
+(ReLU and tanh, r = 4, depth 2, 4 inputs, 10 steps, widths 256 ... 65536: relative error
+~ width^{-1/2}; ``tests/limits/test_pilimit.py``, docs/limits.md).
 
 The pi-limit of a deep MLP: the exact infinite-width limit of projected muP SGD with
 r-dimensional representations (after Yang, Santacroce & Hu, ICLR 2022, "Efficient
@@ -11,9 +13,10 @@ hidden layers, fixed projections ``Omega^l`` (n, r) of iid N(0, 1) entries:
     h^1 = U x,\quad h^l = W^l \phi(h^{l-1}),\quad f = V \phi(h^L) / n,\qquad
     U_0 = \Omega^1 A_0,\ W^l_0 = \Omega^l B^l \Omega^{l-1\top} / n,\ V_0 = 0,
 
-with ``A_0`` (r, d) and ``B^l`` (r, r) small random matrices shared with the limit.  SGD
-on ``L = ||f(X_b) - Y_b||^2 / (2 B K)`` with the muP scaling and every hidden-side
-gradient *projected* onto the span of ``Omega^l`` by ``Pi^l = Omega^l Omega^{l T} / n``:
+with ``A_0`` (r, d) and ``B^l`` (r, r) small random matrices shared with the limit
+(``Omega^{l-1 +} = (Omega^T Omega)^{-1} Omega^T``, ~ ``Omega^T / n``).  SGD on
+``L = ||f(X_b) - Y_b||^2 / (2 B K)`` with the muP scaling and every hidden-side gradient
+*projected* onto the span of ``Omega^l`` by ``Pi^l = Omega^l Omega^{l +}``:
 
 .. math::
     \Delta U = -\eta\, n\, \Pi^1 \nabla_U L,\quad
@@ -50,11 +53,18 @@ B^L k(... B^2 k(A_0 x))`` (for ReLU ``k(c) = c/2``), one step of kernel regressi
 the NNGP-like kernel of the random r-dim features.  From the second step on the hidden
 layers move (feature learning).
 
-**Relation to the paper.** As there: fixed Gaussian projections of rank r, weights that
-are initial low-rank matrices plus appended gradient pairs, an MLP-like limit with
-r-dimensional vectors, ReLU expectations in closed form.  The details (``V_0 = 0``,
-``B^l`` random instead of the paper's initialisation, the normalisations, no biases, no
-weight decay or gradient clipping) are this library's and are what the tests verify.
+**Backward pass = autograd of the limit.** Since ``dK(c_s, c)/dc = J(c, c_s)`` and
+``dk(c)/dc = M(c)``, ``p^l_i = dL/dc^l_i`` of the limit forward pass above (stored vectors
+fixed) and ``A`` moves by plain gradient descent: the tests check this to 1e-13.
+
+**Relation to the paper.** As there: fixed Gaussian projections of rank r, the exact
+projection ``Omega (Omega^T Omega)^{-1} Omega^T`` of every hidden-side gradient, weights
+that are initial low-rank matrices plus appended gradient pairs, an MLP-like limit with
+r-dimensional vectors, ReLU expectations in closed form.  Different here: ``V_0 = 0``;
+the hidden initialisation ``W_0 = Omega^l B^l Omega^{l-1 +}`` (limit ``B^l k(c)``) instead
+of the paper's r pairs ``Omega^l A^T phi(Omega^{l-1} B^T)^T / n`` (limit
+``A^T K(B, c)``); no biases, layer multipliers, weight decay or gradient clipping.
+These are what the tests verify.
 """
 from __future__ import annotations
 

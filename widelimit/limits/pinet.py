@@ -17,9 +17,13 @@ __all__ = ["PiNet"]
 
 class PiNet(PiBase, nn.Module):
     r"""A width-``width`` pi-net (float64): ``f(x) = V phi(W^L ... phi(U x)) / n`` with
-    ``U_0 = Omega^1 A_0``, ``W^l_0 = Omega^l B^l Omega^{l-1 T} / n``, ``V_0 = 0`` and SGD
-    steps ``U -= eta n Pi^1 grad_U``, ``W^l -= eta Pi^l grad_W``, ``V -= eta n grad_V``
-    (``Pi^l = Omega^l Omega^{l T} / n``); see :mod:`widelimit.limits.pilimit`.
+    ``U_0 = Omega^1 A_0``, ``W^l_0 = Omega^l B^l Omega^{l-1 +}``, ``V_0 = 0`` and SGD
+    steps ``U -= eta n Pi^1 grad_U``, ``W^l -= eta Pi^l grad_W``, ``V -= eta n grad_V``,
+    where ``Omega^+ = (Omega^T Omega)^{-1} Omega^T`` and ``Pi^l = Omega^l Omega^{l +}`` is the
+    orthogonal projection onto the span of ``Omega^l`` (as in the paper's pi-net).  With
+    ``exact_projection=False``, ``Omega^+`` is replaced by its large-width value
+    ``Omega^T / n``; both have the same limit (``Omega^T Omega / n -> I``), the exact one
+    with up to ~2x smaller finite-width error.  See :mod:`widelimit.limits.pilimit`.
 
     Args:
         d_in, d_out, depth, rank, phi, seed, input_var, hidden_var, divergence_factor: as in
@@ -27,6 +31,8 @@ class PiNet(PiBase, nn.Module):
         width: n (>= 1).
         width_seed: draws the projections ``Omega^l`` (n, r), iid N(0, 1), from a private
             generator (default: ``seed + 1``).
+        exact_projection: use ``(Omega^T Omega)^{-1} Omega^T`` (default; needs width >= rank)
+            or ``Omega^T / n``.
 
     ``forward(x)`` is differentiable in the weights; ``fit`` / ``predict`` / ``loss_curve_``
     as in :class:`PiLimit`.
@@ -35,16 +41,23 @@ class PiNet(PiBase, nn.Module):
     def __init__(self, d_in: int, d_out: int, width: int, *, depth: int = 2, rank: int = 8,
                  phi: Phi = "relu", seed: int = 0, width_seed: Optional[int] = None,
                  input_var: float = 1.0, hidden_var: float = 4.0,
-                 divergence_factor: float = 1e8) -> None:
+                 divergence_factor: float = 1e8, exact_projection: bool = True) -> None:
         nn.Module.__init__(self)
+        self.exact_projection = bool(exact_projection)
         PiBase.__init__(self, d_in, d_out, depth=depth, rank=rank, phi=phi, seed=seed,
                         input_var=input_var, hidden_var=hidden_var,
                         divergence_factor=divergence_factor)
         self.width = _check_int(width, "width")
+        if exact_projection and width < rank:
+            raise ValueError(f"`width` ({width}) must be >= `rank` ({rank}) for the exact "
+                             "projection (Omega^T Omega must be invertible).")
         gen = torch.Generator().manual_seed(int(seed + 1 if width_seed is None else width_seed))
         omegas = [torch.randn(width, rank, generator=gen, dtype=torch.float64) for _ in range(depth)]
         for i, o in enumerate(omegas):
             self.register_buffer(f"omega{i + 1}", o)
+            # left inverse: (O^T O)^{-1} O^T (exact), or O^T / n (its large-width limit)
+            pinv = torch.linalg.solve(o.T @ o, o.T) if exact_projection else o.T / width
+            self.register_buffer(f"omega_pinv{i + 1}", pinv)
         self.fn = phi_function(phi)
         self.U = nn.Parameter(torch.empty(width, d_in, dtype=torch.float64))
         self.W = nn.ParameterList([nn.Parameter(torch.empty(width, width, dtype=torch.float64))
@@ -56,12 +69,16 @@ class PiNet(PiBase, nn.Module):
         """The fixed projections ``[Omega^1, ..., Omega^L]`` (each (n, r))."""
         return [getattr(self, f"omega{i + 1}") for i in range(self.depth)]
 
+    def pinvs(self) -> list[Tensor]:
+        """The left inverses ``Omega^{l+}`` (each (r, n))."""
+        return [getattr(self, f"omega_pinv{i + 1}") for i in range(self.depth)]
+
     def _reset(self) -> None:
-        om, n = self.omegas(), self.width
+        om, pi = self.omegas(), self.pinvs()
         with torch.no_grad():
             self.U.copy_(om[0] @ self.a0)
             for l, w in enumerate(self.W):
-                w.copy_(om[l + 1] @ self.b[l] @ om[l].T / n)
+                w.copy_(om[l + 1] @ self.b[l] @ pi[l])
             self.V.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -78,13 +95,9 @@ class PiNet(PiBase, nn.Module):
     def _step(self, xb: Tensor, yb: Tensor, lr: float) -> None:
         params = [self.U, *self.W, self.V]
         grads = torch.autograd.grad(mse(self.forward(xb), yb), params)
-        om, n = self.omegas(), self.width
-
-        def proj(o: Tensor, gr: Tensor) -> Tensor:
-            return o @ (o.T @ gr) / n
-
+        om, pi, n = self.omegas(), self.pinvs(), self.width
         with torch.no_grad():
-            self.U -= lr * n * proj(om[0], grads[0])
+            self.U -= lr * n * om[0] @ (pi[0] @ grads[0])
             for l, w in enumerate(self.W):
-                w -= lr * proj(om[l + 1], grads[1 + l])
+                w -= lr * om[l + 1] @ (pi[l + 1] @ grads[1 + l])
             self.V -= lr * n * grads[-1]
