@@ -108,7 +108,7 @@ class RandomFeatures:
         self._params, self._fold, self.input_dim = params, fold, d
 
     def _gaussian(self, dim: int, m: int, gen: torch.Generator) -> Tensor:
-        """(dim, m) projections with N(0, I) columns: i.i.d. (arccos) or block-orthogonal (snnk)."""
+        """(dim, m) projections with N(0, I) columns: i.i.d. (arccos) or in orthogonal blocks (snnk)."""
         if self.method == "snnk":
             from widelimit.scale.snnk import orthogonal_gaussian
             return orthogonal_gaussian(dim, m, gen)

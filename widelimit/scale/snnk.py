@@ -11,7 +11,8 @@ features of the network's NNGP (``phi(x1)^T phi(x2) ~ E_g f(g^T x1) f(g^T x2)``)
 derivative kernels are sketched as for the arc-cosine features (:mod:`.features`).
 
 What ``method="snnk"`` changes against ``method="arccos"`` is the projection: here every block
-of ``D`` columns of ``G`` (``D`` = the incoming feature dimension) is orthogonal, each column
+of ``min(D, 128)`` columns of ``G`` (``D`` = the incoming feature dimension; the cap bounds the
+QR work by ``O(D M 128)``) is orthonormalised (a Haar-random frame), each column
 rescaled by an independent chi(D) length so that every column is still exactly ``N(0, I_D)``
 (each feature stays unbiased) while columns of a block are no longer independent -- the ORF
 variance reduction.  The NTK's ``q`` projections are drawn the same way.
@@ -32,16 +33,17 @@ import torch
 __all__ = ["orthogonal_gaussian"]
 
 
-def orthogonal_gaussian(dim: int, m: int, gen: torch.Generator) -> torch.Tensor:
+def orthogonal_gaussian(dim: int, m: int, gen: torch.Generator, block: int = 128) -> torch.Tensor:
     """A (dim, m) float64 matrix whose columns are each exactly ``N(0, I_dim)``, with every
-    block of ``dim`` consecutive columns mutually orthogonal (orthogonal random features)."""
+    block of ``min(dim, block)`` consecutive columns mutually orthogonal (orthogonal random
+    features); ``O(dim m min(dim, block))`` work."""
     if dim == 0 or m == 0:
         return torch.zeros(dim, m, dtype=torch.float64)
-    blocks = []
-    for start in range(0, m, dim):
-        width = min(dim, m - start)
-        q, r = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
-        q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))  # Haar
-        lengths = torch.linalg.norm(torch.randn(dim, width, generator=gen, dtype=torch.float64), dim=0)
-        blocks.append(q[:, :width] * lengths)
-    return torch.cat(blocks, dim=1)
+    step = min(dim, block)
+    n_blocks = -(-m // step)
+    # reduced QR of Gaussian (dim, step) blocks, signs fixed by diag(R): Haar frames (Stiefel manifold)
+    q, r = torch.linalg.qr(torch.randn(n_blocks, dim, step, generator=gen, dtype=torch.float64))
+    q = q * torch.where(torch.diagonal(r, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(q.dtype)[:, None, :]
+    frames = q.permute(1, 0, 2).reshape(dim, n_blocks * step)[:, :m]
+    lengths = torch.linalg.norm(torch.randn(dim, m, generator=gen, dtype=torch.float64), dim=0)  # chi(dim)
+    return frames * lengths
