@@ -147,7 +147,7 @@ def test_snnk_orthogonal_gaussian_columns():
     torch.testing.assert_close(gram, torch.diag(torch.diagonal(gram)), rtol=0, atol=1e-12)
     big = orthogonal_gaussian(3, 60000, gen)  # columns N(0, I): mean 0, covariance I
     torch.testing.assert_close(torch.cov(big), torch.eye(3, dtype=torch.float64), rtol=0, atol=0.03)
-    assert orthogonal_gaussian(200, 300, gen).shape == (200, 300)  # blocks of 128 columns
+    assert orthogonal_gaussian(200, 300, gen, block=128).shape == (200, 300)
     assert orthogonal_gaussian(0, 5, gen).shape == (0, 5)
 
 

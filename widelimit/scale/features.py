@@ -24,8 +24,12 @@ is biased by ``O(1/F)`` (the dual is non-linear), below the ``O(1/sqrt(F))`` flu
 the error falls like ``1 / sqrt(F)`` (tests/scale/test_features.py).  The sampled matrices are
 drawn once, from ``seed``, on the first call (they depend on the input dimension).
 
-``method="snnk"`` (Scalable Neural Network Kernels, Sehanobish et al. 2023) is not
-implemented here: it raises NotImplementedError.
+``method="snnk"`` (Scalable Neural Network Kernels, Sehanobish, Choromanski et al., ICLR 2024;
+:mod:`widelimit.scale.snnk`): the ReLU-SNNK feature map ``phi(x) = f(G^T x) / sqrt(M)``, whose
+kernel ``E_g f(g^T x) f(g^T w)`` is the NNGP map above, with orthogonal random features: ``G``
+(and the NTK's ``q``) in Haar-orthonormal blocks of ``min(D, 1024)`` columns with chi(D)
+lengths, so each column is still ``N(0, I)`` (every step stays unbiased) at a lower variance.
+The same layers, composition and output conventions as ``"arccos"``.
 """
 from __future__ import annotations
 
@@ -221,7 +225,8 @@ def random_features(net: "Layer", n_features: int, *, get: str = "nngp", method:
     """Random features of ``net``'s NNGP or NTK: ``phi(x1) @ phi(x2).T ~ net.kernel_fn(x1, x2, get=get)``.
 
     Arc-cosine random features (Cho & Saul 2009) composed layer by layer, with a sketched
-    product for the NTK's derivative kernels (module docstring; error ~ ``1 / sqrt(n_features)``).
+    product for the NTK's derivative kernels (module docstring; error ~ ``1 / sqrt(n_features)``);
+    ``method="snnk"`` draws the projections as orthogonal random features (ReLU-SNNK).
 
     Args:
         net: a serial stack of Dense, Relu, LeakyRelu, ABRelu, Abs, Sign and Identity layers
@@ -229,7 +234,9 @@ def random_features(net: "Layer", n_features: int, *, get: str = "nngp", method:
             raise a ValueError naming them.
         n_features: the number of features ``F`` (positive int).
         get: ``"nngp"`` or ``"ntk"``.
-        method: ``"arccos"``; ``"snnk"`` (Sehanobish et al. 2023) raises NotImplementedError.
+        method: ``"arccos"`` (i.i.d. Gaussian projections) or ``"snnk"`` (Scalable Neural Network
+            Kernels, Sehanobish et al. 2024: ReLU-SNNK features with orthogonal random features;
+            same layers and conventions, lower error at equal ``n_features``).
         seed: the random matrices are drawn from it (same seed, same features).
         dtype: the features' dtype (default: the inputs' floating dtype, else float64).
         device: where the features are computed (default: the inputs' device).

@@ -11,8 +11,8 @@ features of the network's NNGP (``phi(x1)^T phi(x2) ~ E_g f(g^T x1) f(g^T x2)``)
 derivative kernels are sketched as for the arc-cosine features (:mod:`.features`).
 
 What ``method="snnk"`` changes against ``method="arccos"`` is the projection: here every block
-of ``min(D, 128)`` columns of ``G`` (``D`` = the incoming feature dimension; the cap bounds the
-QR work by ``O(D M 128)``) is orthonormalised (a Haar-random frame), each column
+of ``min(D, 1024)`` columns of ``G`` (``D`` = the incoming feature dimension; the cap bounds the
+QR work by ``O(D M 1024)``) is orthonormalised (a Haar-random frame), each column
 rescaled by an independent chi(D) length so that every column is still exactly ``N(0, I_D)``
 (each feature stays unbiased) while columns of a block are no longer independent -- the ORF
 variance reduction.  The NTK's ``q`` projections are drawn the same way.
@@ -33,7 +33,7 @@ import torch
 __all__ = ["orthogonal_gaussian"]
 
 
-def orthogonal_gaussian(dim: int, m: int, gen: torch.Generator, block: int = 128) -> torch.Tensor:
+def orthogonal_gaussian(dim: int, m: int, gen: torch.Generator, block: int = 1024) -> torch.Tensor:
     """A (dim, m) float64 matrix whose columns are each exactly ``N(0, I_dim)``, with every
     block of ``min(dim, block)`` consecutive columns mutually orthogonal (orthogonal random
     features); ``O(dim m min(dim, block))`` work."""
