@@ -27,8 +27,8 @@ drawn once, from ``seed``, on the first call (they depend on the input dimension
 ``method="snnk"`` (Scalable Neural Network Kernels, Sehanobish, Choromanski et al., ICLR 2024;
 :mod:`widelimit.scale.snnk`): the ReLU-SNNK feature map ``phi(x) = f(G^T x) / sqrt(M)``, whose
 kernel ``E_g f(g^T x) f(g^T w)`` is the NNGP map above, with orthogonal random features: ``G``
-(and the NTK's ``q``) in Haar-orthonormal blocks of ``min(D, 1024)`` columns with chi(D)
-lengths, so each column is still ``N(0, I)`` (every step stays unbiased) at a lower variance.
+in Haar-orthonormal blocks of ``min(D, 1024)`` columns with chi(D) lengths, so each column is
+still ``N(0, I)`` (every step stays unbiased) at a lower variance (the NTK's ``q`` stay i.i.d.).
 The same layers, composition and output conventions as ``"arccos"``.
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ class RandomFeatures:
                 width = layer.out_dim * (layer.s[1] if layer.parameterization == "standard" else 1)
             else:
                 g = self._gaussian(dim, m, gen)
-                q = self._gaussian(tdim, m, gen) if ntk and tdim else None
+                q = self._gaussian(tdim, m, gen, orthogonal=False) if ntk and tdim else None
                 params.append((layer, g, q))
                 has_deriv = getattr(layer, "a", 0.0) != 0.0 or getattr(layer, "b", 0.0) != 0.0
                 dim, tdim = m, (m if q is not None and has_deriv else 0)
@@ -111,9 +111,9 @@ class RandomFeatures:
                 torch.randint(0, 2, (extra,), generator=gen, dtype=torch.float64) * 2 - 1)
         self._params, self._fold, self.input_dim = params, fold, d
 
-    def _gaussian(self, dim: int, m: int, gen: torch.Generator) -> Tensor:
+    def _gaussian(self, dim: int, m: int, gen: torch.Generator, orthogonal: bool = True) -> Tensor:
         """(dim, m) projections with N(0, I) columns: i.i.d. (arccos) or in orthogonal blocks (snnk)."""
-        if self.method == "snnk":
+        if self.method == "snnk" and orthogonal:
             from widelimit.scale.snnk import orthogonal_gaussian
             return orthogonal_gaussian(dim, m, gen)
         return torch.randn(dim, m, generator=gen, dtype=torch.float64)

@@ -15,7 +15,8 @@ of ``min(D, 1024)`` columns of ``G`` (``D`` = the incoming feature dimension; th
 QR work by ``O(D M 1024)``) is orthonormalised (a Haar-random frame), each column
 rescaled by an independent chi(D) length so that every column is still exactly ``N(0, I_D)``
 (each feature stays unbiased) while columns of a block are no longer independent -- the ORF
-variance reduction.  The NTK's ``q`` projections are drawn the same way.
+variance reduction.  The NTK's ``q`` projections stay i.i.d. Gaussian: orthogonalising them too
+measured no gain (depth 2, F = 1024: 0.1068 vs 0.1075 relative error) at 3x the drawing time.
 
 Why not the "universal random features" (URF) linearisation ``f(w^T x) = E[phi(x)^T psi(w)]``:
 it needs the Fourier transform ``tau`` of ``f`` and linearises ``exp(2 pi i xi w^T x)`` with
