@@ -20,8 +20,8 @@ measured no gain (depth 2, F = 1024: 0.1068 vs 0.1075 relative error) at 3x the 
 
 Why not the "universal random features" (URF) linearisation ``f(w^T x) = E[phi(x)^T psi(w)]``:
 it needs the Fourier transform ``tau`` of ``f`` and linearises ``exp(2 pi i xi w^T x)`` with
-complex positive random features, whose second moment is ``exp(c xi |x + w|^2)`` (c > 0); with
-ReLU's ``tau(xi) ~ 1 / xi^2`` the variance ``int tau^2 / p * exp(c xi |x + w|^2) d xi`` is
+complex positive random features, whose second moment grows like ``exp(c xi |x + w|^2)`` (c > 0);
+with ReLU's ``tau(xi) ~ 1 / xi^2`` the variance ``int tau^2 / p * exp(c xi |x + w|^2) d xi`` is
 infinite for every sampling density ``p`` (Cauchy-Schwarz), and positive random features for
 ``exp(w^T x)`` have variance ``exp(|w|^2) ~ exp(D)`` for Gaussian weights in ``D`` dimensions.
 Averaging an exact linearisation over Gaussian weights (``C = E_w psi psi^T``) is thus not
