@@ -176,3 +176,16 @@ def test_snnk_refuses_unsupported_layers(layer):
         wl.random_features(L.serial(L.Dense(4), layer), 16, method="snnk")
     with pytest.raises(ValueError, match="Dense layer before"):
         wl.random_features(L.serial(L.Relu(), L.Dense(1)), 8, method="snnk")
+
+
+def test_snnk_features_in_ridge_regression_match_kernel_ridge():
+    """The solvers' use: ridge regression on the features ~ kernel ridge regression with K."""
+    net = _net(1, L.Relu)
+    x, xt = _x(n=40, seed=1), _x(n=10, seed=2)
+    y = torch.sin(x.sum(1, keepdim=True))
+    k, kt = net.kernel_fn(x, get="nngp"), net.kernel_fn(xt, x, get="nngp")
+    exact = kt @ torch.linalg.solve(k + 0.1 * torch.eye(40, dtype=k.dtype), y)
+    rf = wl.random_features(net, 4096, method="snnk", seed=3)
+    p, pt = rf(x), rf(xt)
+    w = torch.linalg.solve(p.T @ p + 0.1 * torch.eye(4096, dtype=p.dtype), p.T @ y)
+    assert float(torch.linalg.norm(pt @ w - exact) / torch.linalg.norm(exact)) < 0.1
