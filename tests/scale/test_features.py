@@ -21,11 +21,11 @@ def _x(n=8, d=5, seed=0):
     return torch.randn(n, d, generator=g, dtype=torch.float64)
 
 
-def _rel_err(net, get, F, seeds, x):
+def _rel_err(net, get, F, seeds, x, method="arccos"):
     K = net.kernel_fn(x, get=get)
     errs = []
     for s in seeds:
-        p = wl.random_features(net, F, get=get, seed=s)(x)
+        p = wl.random_features(net, F, get=get, seed=s, method=method)(x)
         errs.append(float(torch.linalg.norm(p @ p.T - K) / torch.linalg.norm(K)))
     return float(np.mean(errs))
 
@@ -106,8 +106,6 @@ def test_bad_input():
         wl.random_features(net, 8, get="cov")
     with pytest.raises(ValueError, match="method"):
         wl.random_features(net, 8, method="rff")
-    with pytest.raises(NotImplementedError, match="snnk"):
-        wl.random_features(net, 8, method="snnk")
     with pytest.raises(TypeError, match="seed"):
         wl.random_features(net, 8, seed="a")
     with pytest.raises(ValueError, match="Dense layer before"):
@@ -126,3 +124,68 @@ def test_bad_input():
         rf(torch.zeros(3, 4), block_size=0)
     with pytest.raises(ValueError, match="non-finite"):
         rf(torch.tensor([[0.0, 1.0, float("nan"), 2.0]]))
+
+
+# method="snnk": ReLU-SNNK features with orthogonal random features (widelimit/scale/snnk.py)
+
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_snnk_error_falls_like_inverse_sqrt_features(depth, get):
+    net, x = _net(depth, L.Relu), _x()
+    errs = [_rel_err(net, get, F, range(6), x, method="snnk") for F in FS]
+    slope = np.polyfit(np.log(FS), np.log(errs), 1)[0]
+    assert -0.7 <= slope <= -0.3, (slope, errs)
+    assert errs[-1] < 0.12
+
+
+def test_snnk_orthogonal_gaussian_columns():
+    from widelimit.scale.snnk import orthogonal_gaussian
+    gen = torch.Generator().manual_seed(0)
+    g = orthogonal_gaussian(6, 40, gen)
+    assert g.shape == (6, 40) and g.dtype == torch.float64
+    gram = g[:, :6].T @ g[:, :6]  # one block: orthogonal columns with chi(6) lengths
+    torch.testing.assert_close(gram, torch.diag(torch.diagonal(gram)), rtol=0, atol=1e-12)
+    big = orthogonal_gaussian(3, 60000, gen)  # columns N(0, I): mean 0, covariance I
+    torch.testing.assert_close(torch.cov(big), torch.eye(3, dtype=torch.float64), rtol=0, atol=0.03)
+    assert orthogonal_gaussian(200, 300, gen, block=128).shape == (200, 300)
+    assert orthogonal_gaussian(0, 5, gen).shape == (0, 5)
+
+
+def test_snnk_deterministic_shapes_and_solver_conventions(tmp_path):
+    net, x = _net(2, L.Relu), _x(n=37)
+    for get in ("nngp", "ntk"):
+        rf = wl.random_features(net, 300, get=get, method="snnk", seed=7)
+        a = rf(x)
+        assert a.shape == (37, 300) and a.dtype == torch.float64 and rf.method == "snnk"
+        assert torch.equal(a, wl.random_features(net, 300, get=get, method="snnk", seed=7)(x))
+        assert not torch.equal(a, wl.random_features(net, 300, get=get, method="snnk", seed=8)(x))
+        assert not torch.equal(a, wl.random_features(net, 300, get=get, seed=7)(x))  # not the arccos draw
+        torch.testing.assert_close(rf(x, block_size=5), a, rtol=1e-12, atol=1e-14)
+        assert isinstance(rf(x.numpy()), np.ndarray)
+    mm = np.lib.format.open_memmap(tmp_path / "phi.npy", mode="w+", dtype=np.float64, shape=(37, 300))
+    assert rf(x.numpy(), out=mm, block_size=8) is mm
+    np.testing.assert_allclose(mm, a.numpy(), rtol=1e-12, atol=1e-14)
+    lin = L.serial(L.Dense(3, W_std=1.5, b_std=0.5), L.Dense(1, W_std=0.7))  # no sampling: exact
+    p = wl.random_features(lin, 16, get="ntk", method="snnk")(x)
+    torch.testing.assert_close(p @ p.T, lin.kernel_fn(x, get="ntk"), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", [L.Erf(), L.Exp(), L.Conv(4, (3, 3))])
+def test_snnk_refuses_unsupported_layers(layer):
+    with pytest.raises(ValueError, match=type(layer).__name__):
+        wl.random_features(L.serial(L.Dense(4), layer), 16, method="snnk")
+    with pytest.raises(ValueError, match="Dense layer before"):
+        wl.random_features(L.serial(L.Relu(), L.Dense(1)), 8, method="snnk")
+
+
+def test_snnk_features_in_ridge_regression_match_kernel_ridge():
+    """The solvers' use: ridge regression on the features ~ kernel ridge regression with K."""
+    net = _net(1, L.Relu)
+    x, xt = _x(n=40, seed=1), _x(n=10, seed=2)
+    y = torch.sin(x.sum(1, keepdim=True))
+    k, kt = net.kernel_fn(x, get="nngp"), net.kernel_fn(xt, x, get="nngp")
+    exact = kt @ torch.linalg.solve(k + 0.1 * torch.eye(40, dtype=k.dtype), y)
+    rf = wl.random_features(net, 4096, method="snnk", seed=3)
+    p, pt = rf(x), rf(xt)
+    w = torch.linalg.solve(p.T @ p + 0.1 * torch.eye(4096, dtype=p.dtype), p.T @ y)
+    assert float(torch.linalg.norm(pt @ w - exact) / torch.linalg.norm(exact)) < 0.1

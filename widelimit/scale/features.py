@@ -24,8 +24,12 @@ is biased by ``O(1/F)`` (the dual is non-linear), below the ``O(1/sqrt(F))`` flu
 the error falls like ``1 / sqrt(F)`` (tests/scale/test_features.py).  The sampled matrices are
 drawn once, from ``seed``, on the first call (they depend on the input dimension).
 
-``method="snnk"`` (Scalable Neural Network Kernels, Sehanobish et al. 2023) is not
-implemented here: it raises NotImplementedError.
+``method="snnk"`` (Scalable Neural Network Kernels, Sehanobish, Choromanski et al., ICLR 2024;
+:mod:`widelimit.scale.snnk`): the ReLU-SNNK feature map ``phi(x) = f(G^T x) / sqrt(M)``, whose
+kernel ``E_g f(g^T x) f(g^T w)`` is the NNGP map above, with orthogonal random features: ``G``
+in Haar-orthonormal blocks of ``min(D, 1024)`` columns with chi(D) lengths, so each column is
+still ``N(0, I)`` (every step stays unbiased) at a lower variance (the NTK's ``q`` stay i.i.d.).
+The same layers, composition and output conventions as ``"arccos"``.
 """
 from __future__ import annotations
 
@@ -74,8 +78,9 @@ class RandomFeatures:
     """
 
     def __init__(self, layers: list, n_features: int, get: str, seed: int,
-                 dtype: Optional[torch.dtype], device: Any, block_size: Optional[int]):
+                 dtype: Optional[torch.dtype], device: Any, block_size: Optional[int], method: str = "arccos"):
         self.layers, self.n_features, self.get, self.seed = layers, n_features, get, seed
+        self.method = method
         self.dtype, self.device, self.block_size = dtype, device, block_size
         self.input_dim: Optional[int] = None
         self._params: list = []
@@ -95,8 +100,8 @@ class RandomFeatures:
                 params.append((layer, width))
                 width = layer.out_dim * (layer.s[1] if layer.parameterization == "standard" else 1)
             else:
-                g = torch.randn(dim, m, generator=gen, dtype=torch.float64)
-                q = torch.randn(tdim, m, generator=gen, dtype=torch.float64) if ntk and tdim else None
+                g = self._gaussian(dim, m, gen)
+                q = self._gaussian(tdim, m, gen, orthogonal=False) if ntk and tdim else None
                 params.append((layer, g, q))
                 has_deriv = getattr(layer, "a", 0.0) != 0.0 or getattr(layer, "b", 0.0) != 0.0
                 dim, tdim = m, (m if q is not None and has_deriv else 0)
@@ -105,6 +110,13 @@ class RandomFeatures:
         fold = (torch.randint(0, m, (extra,), generator=gen),
                 torch.randint(0, 2, (extra,), generator=gen, dtype=torch.float64) * 2 - 1)
         self._params, self._fold, self.input_dim = params, fold, d
+
+    def _gaussian(self, dim: int, m: int, gen: torch.Generator, orthogonal: bool = True) -> Tensor:
+        """(dim, m) projections with N(0, I) columns: i.i.d. (arccos) or in orthogonal blocks (snnk)."""
+        if self.method == "snnk" and orthogonal:
+            from widelimit.scale.snnk import orthogonal_gaussian
+            return orthogonal_gaussian(dim, m, gen)
+        return torch.randn(dim, m, generator=gen, dtype=torch.float64)
 
     def _block(self, x: Tensor) -> Tensor:
         from widelimit.layers.dense import Dense
@@ -197,7 +209,7 @@ class RandomFeatures:
         return max(1, min(65536, (256 << 20) // (8 * width)))
 
     def __repr__(self) -> str:
-        return (f"RandomFeatures(n_features={self.n_features}, get={self.get!r}, seed={self.seed}, "
+        return (f"RandomFeatures(n_features={self.n_features}, get={self.get!r}, method={self.method!r}, seed={self.seed}, "
                 f"layers={self.layers!r})")
 
 
@@ -213,7 +225,8 @@ def random_features(net: "Layer", n_features: int, *, get: str = "nngp", method:
     """Random features of ``net``'s NNGP or NTK: ``phi(x1) @ phi(x2).T ~ net.kernel_fn(x1, x2, get=get)``.
 
     Arc-cosine random features (Cho & Saul 2009) composed layer by layer, with a sketched
-    product for the NTK's derivative kernels (module docstring; error ~ ``1 / sqrt(n_features)``).
+    product for the NTK's derivative kernels (module docstring; error ~ ``1 / sqrt(n_features)``);
+    ``method="snnk"`` draws the projections as orthogonal random features (ReLU-SNNK).
 
     Args:
         net: a serial stack of Dense, Relu, LeakyRelu, ABRelu, Abs, Sign and Identity layers
@@ -221,7 +234,9 @@ def random_features(net: "Layer", n_features: int, *, get: str = "nngp", method:
             raise a ValueError naming them.
         n_features: the number of features ``F`` (positive int).
         get: ``"nngp"`` or ``"ntk"``.
-        method: ``"arccos"``; ``"snnk"`` (Sehanobish et al. 2023) raises NotImplementedError.
+        method: ``"arccos"`` (i.i.d. Gaussian projections) or ``"snnk"`` (Scalable Neural Network
+            Kernels, Sehanobish et al. 2024: ReLU-SNNK features with orthogonal random features;
+            same layers and conventions, lower error at equal ``n_features``).
         seed: the random matrices are drawn from it (same seed, same features).
         dtype: the features' dtype (default: the inputs' floating dtype, else float64).
         device: where the features are computed (default: the inputs' device).
@@ -233,10 +248,6 @@ def random_features(net: "Layer", n_features: int, *, get: str = "nngp", method:
         raise ValueError(f"`get` must be one of {_GETS}, got {get!r}.")
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
-    if method == "snnk":
-        raise NotImplementedError(
-            "random_features(method='snnk'): the Scalable Neural Network Kernels construction "
-            "(Sehanobish et al. 2023) is not implemented yet; use method='arccos'.")
     if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)):
         raise TypeError(f"`seed` must be an integer, got {seed!r}.")
     if block_size is not None and not (isinstance(block_size, int) and block_size >= 1):
@@ -246,4 +257,4 @@ def random_features(net: "Layer", n_features: int, *, get: str = "nngp", method:
     if layers and not isinstance(layers[0], Dense):
         raise ValueError(f"random_features: {type(layers[0]).__name__} needs Gaussian pre-activations: "
                          "put a Dense layer before it (its input here is the raw network input).")
-    return RandomFeatures(layers, int(n_features), get, int(seed), dtype, device, block_size)
+    return RandomFeatures(layers, int(n_features), get, int(seed), dtype, device, block_size, method)
