@@ -152,6 +152,20 @@ def test_bad_arguments():
         PiNet(3, 1, 2, rank=4)
     with pytest.raises(ValueError, match="depth"):
         PiLimit(3, 1, depth=0)
+    with pytest.raises(ValueError, match="`seed`"):
+        PiLimit(3, 1, seed="a")
+    with pytest.raises(ValueError, match="`width_seed`"):
+        PiNet(3, 1, 16, rank=4, width_seed=-1)
+    with pytest.raises(TypeError, match="`phi`"):
+        PiNet(3, 1, 16, rank=4, phi=lambda t: 1.0)
+    with pytest.raises(TypeError, match="`phi`"):
+        PiLimit(3, 1, phi=3)
+    with pytest.raises(ValueError, match="`input_var`"):
+        PiLimit(3, 1, input_var=-1.0)
+    with pytest.raises(ValueError, match="`steps`"):
+        lim.fit(x, y, lr=0.1, steps=-1)
+    with pytest.raises(ValueError, match="`batch_size`"):
+        lim.fit(x, y, lr=0.1, steps=1, batch_size=9)
 
 
 

@@ -89,6 +89,12 @@ def _check_int(v: Any, name: str, low: int = 1) -> int:
     return v
 
 
+def _check_seed(v: Any, name: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer, got {v!r}.")
+    return v
+
+
 def pi_initial_matrices(d_in: int, rank: int, depth: int, seed: int = 0, input_var: float = 1.0,
                         hidden_var: float = 4.0) -> tuple[Tensor, list[Tensor]]:
     """``(A_0, [B^2, ..., B^L])``: the r-dimensional initial matrices shared by a
@@ -107,7 +113,26 @@ def resolve_phi(phi: Phi, quadrature_order: int = 40) -> PiExpectations:
         if phi != "relu":
             raise ValueError(f"`phi` must be 'relu' or a callable torch function, got {phi!r}.")
         return relu_expectations()
+    check_phi(phi)
     return quadrature_expectations(phi, quadrature_order)
+
+
+def check_phi(phi: Phi) -> None:
+    """A callable ``phi`` must map a float64 tensor to a tensor of the same shape."""
+    if isinstance(phi, str):
+        resolve_phi(phi)
+        return
+    if not callable(phi):
+        raise TypeError(f"`phi` must be 'relu' or a callable torch function, got {phi!r}.")
+    probe = torch.linspace(-2, 2, 5, dtype=torch.float64)
+    try:
+        out = phi(probe)
+    except Exception as err:                       # noqa: BLE001 - re-raised with the argument
+        raise TypeError(f"`phi` must be an elementwise torch function; phi(tensor) raised {err!r}.") from err
+    if not isinstance(out, Tensor) or out.shape != probe.shape or not out.is_floating_point():
+        raise TypeError("`phi` must be an elementwise torch function returning a float tensor of "
+                        f"its input's shape; phi(tensor of shape (5,)) gave {type(out).__name__} "
+                        f"{tuple(out.shape) if isinstance(out, Tensor) else ''}.")
 
 
 def phi_function(phi: Phi) -> Callable[[Tensor], Tensor]:
@@ -125,7 +150,8 @@ class PiBase:
         check_positive(input_var, "input_var")
         check_positive(hidden_var, "hidden_var")
         check_positive(divergence_factor, "divergence_factor")
-        self.phi, self.seed, self.divergence_factor = phi, int(seed), float(divergence_factor)
+        self.phi, self.seed = phi, _check_seed(seed, "seed")
+        self.divergence_factor = float(divergence_factor)
         self.a0, self.b = pi_initial_matrices(d_in, rank, depth, seed, input_var, hidden_var)
 
     def _forward(self, x: Tensor) -> Tensor:

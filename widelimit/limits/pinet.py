@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from widelimit.limits._common import mse
-from widelimit.limits.pilimit import Phi, PiBase, _check_int, phi_function
+from widelimit.limits.pilimit import Phi, PiBase, _check_int, _check_seed, check_phi, phi_function
 
 __all__ = ["PiNet"]
 
@@ -60,6 +60,9 @@ class PiNet(PiBase, nn.Module):
                         input_var=input_var, hidden_var=hidden_var,
                         divergence_factor=divergence_factor)
         self.width = _check_int(width, "width")
+        check_phi(phi)
+        if width_seed is not None:
+            _check_seed(width_seed, "width_seed")
         if exact_projection and width < rank:
             raise ValueError(f"`width` ({width}) must be >= `rank` ({rank}) for the exact "
                              "projection (Omega^T Omega must be invertible).")
