@@ -1,5 +1,6 @@
-r"""The finite-width pi-net: an MLP of width n with explicit (n, n) hidden weights, trained
-by projected muP SGD (:mod:`widelimit.limits.pilimit` for the equations).  Its width ->
+r"""The finite-width pi-net of Yang, Santacroce & Hu (ICLR 2022, "Efficient Computation of
+Deep Nonlinear Infinite-Width Neural Networks that Learn Features"): an MLP of width n
+trained by projected muP SGD (:mod:`widelimit.limits.pilimit` for the equations).  Its width ->
 infinity limit is :class:`widelimit.limits.pilimit.PiLimit` with the same arguments.
 """
 from __future__ import annotations
