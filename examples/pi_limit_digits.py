@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         curves[w] = torch.stack(losses).mean(0)
         fl = torch.stack(losses)[:, -1]
-        result["dist"][w], result["loss"][w], result["acc"][w] = float(np.mean(dists)), float(fl.mean()), float(np.mean(accs))
+        result["dist"][w], result["loss"][w] = float(np.mean(dists)), float(fl.mean())
+        result["acc"][w] = float(np.mean(accs))
         print(f"{'width ' + str(w):>16} | {fl.mean():10.5f} +- {fl.std() if len(fl) > 1 else 0:.5f} | "
               f"{np.mean(accs):7.3f} +- {np.std(accs):.3f} | {np.mean(dists):20.4f} +- {np.std(dists):.4f}")
     ws = [w for w in args.widths if np.isfinite(result["dist"][w])]
