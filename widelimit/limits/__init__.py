@@ -17,9 +17,10 @@
 * :class:`PiLimit`, :class:`PiNet`: the pi-limit of deep MLPs trained by projected muP SGD
   (Yang, Santacroce & Hu, ICLR 2022) and the finite pi-nets that approach it like
   width^{-1/2} (tests: ReLU and tanh, depth <= 3, rank <= 8, 10 steps; on digits: ReLU,
-  depth 2, rank 32, 100 minibatch steps, widths 64..8192, examples/pi_limit_digits.py).  Experimental in one respect: the
-  initialisation of the hidden layers and the missing biases / layer multipliers / weight
-  decay differ from the paper (docs/limits.md), so its numbers are not the paper's.
+  depth 2, rank 32, 100 minibatch steps, widths 64..8192, examples/pi_limit_digits.py).
+  Experimental in one respect: the initialisation of the hidden layers and the missing
+  biases / layer multipliers / weight decay differ from the paper (docs/limits.md), so its
+  numbers are not the paper's.
 
 See docs/limits.md for the equations.
 """
