@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def plot(curves: dict, limit: torch.Tensor, ntk: torch.Tensor, path: Path) -> Path | None:
+def plot(curves: dict, limit: torch.Tensor, ntk: torch.Tensor, path: Path,
+         title: str = "linear 1-hidden-layer net on digits, muP",
+         limit_label: str = "muP limit (width inf)") -> Path | None:
+    """Loss vs step: one line per width, the limit dashed, the NTK limit dotted (log y);
+    also used by examples/pi_limit_digits.py."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -125,12 +129,12 @@ def plot(curves: dict, limit: torch.Tensor, ntk: torch.Tensor, path: Path) -> Pa
     cmap = plt.get_cmap("viridis")
     for i, (w, c) in enumerate(curves.items()):
         ax.plot(c.numpy(), color=cmap(i / max(1, len(curves) - 1)), label=f"width {w}")
-    ax.plot(limit.numpy(), "k--", lw=2, label="muP limit (width inf)")
+    ax.plot(limit.numpy(), "k--", lw=2, label=limit_label)
     ax.plot(ntk.numpy(), ":", color="gray", lw=2, label="NTK limit")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
-    ax.set_title("linear 1-hidden-layer net on digits, muP")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -152,6 +152,20 @@ def test_bad_arguments():
         PiNet(3, 1, 2, rank=4)
     with pytest.raises(ValueError, match="depth"):
         PiLimit(3, 1, depth=0)
+    with pytest.raises(ValueError, match="`seed`"):
+        PiLimit(3, 1, seed="a")
+    with pytest.raises(ValueError, match="`width_seed`"):
+        PiNet(3, 1, 16, rank=4, width_seed=-1)
+    with pytest.raises(TypeError, match="`phi`"):
+        PiNet(3, 1, 16, rank=4, phi=lambda t: 1.0)
+    with pytest.raises(TypeError, match="`phi`"):
+        PiLimit(3, 1, phi=3)
+    with pytest.raises(ValueError, match="`input_var`"):
+        PiLimit(3, 1, input_var=-1.0)
+    with pytest.raises(ValueError, match="`steps`"):
+        lim.fit(x, y, lr=0.1, steps=-1)
+    with pytest.raises(ValueError, match="`batch_size`"):
+        lim.fit(x, y, lr=0.1, steps=1, batch_size=9)
 
 
 
@@ -217,3 +231,18 @@ def test_pinet_stored_form_converges_at_rate_one_over_sqrt_width(name):
     print("relative errors", errs, "slope", slope)
     assert errs[0] > errs[1] > errs[2] and errs[2] < 0.01
     assert -0.75 < slope < -0.35
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_factored_pinet_equals_explicit_weights(depth, exact):
+    """U = Omega^1 A, W^l = Omega^l R^l stored by their factors is the same network as the
+    explicit (n, n) matrices (PiNet docstring), to rounding."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, generator=gen, dtype=torch.float64), torch.randn(6, 2, generator=gen, dtype=torch.float64)
+    kw = dict(depth=depth, rank=4, exact_projection=exact)
+    a = PiNet(3, 2, 200, **kw).fit(x, y, lr=0.5, steps=8)
+    b = PiNet(3, 2, 200, factored=False, **kw).fit(x, y, lr=0.5, steps=8)
+    assert a.U.shape == (4, 3) and b.U.shape == (200, 3)
+    assert torch.allclose(a.predict(x), b.predict(x), atol=1e-12)
+    assert torch.allclose(a.loss_curve_, b.loss_curve_, atol=1e-12)
