@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from widelimit.scale.chunkio import direct_target, write_chunk
 from widelimit.scale.grid import Block
 # the bookkeeping (metadata, checks, finished-block record) lives in store_meta; its names
 # are re-exported here for widelimit.scale.distributed and the tests
@@ -234,17 +235,26 @@ def _run_local(kernel_fn, x1, x2, pending, path: str, names, shape, bar,
 
 def _write(path: str, b: Block, arrays: Iterable[np.ndarray], symmetric: bool,
            scratch: Optional[dict] = None) -> None:
-    """Write block ``b`` (and its transpose off the diagonal of a symmetric kernel);
-    ``scratch``: a dict in which a caller writing many blocks keeps the transpose buffer."""
+    """Write block ``b`` (and its transpose off the diagonal of a symmetric kernel), past
+    the page cache where the filesystem allows (:mod:`widelimit.scale.chunkio`), else
+    through zarr; ``scratch``: a dict in which a caller writing many blocks keeps its
+    buffers."""
     import zarr
+    scratch = {} if scratch is None else scratch
     group = zarr.open_group(path, mode="r+")
+    bs = int(group.attrs[_ATTR]["block_size"])
     for name, k in zip(group.attrs[_ATTR]["get"], arrays):
         # a block is whole chunks: skip zarr's scan for chunks equal to the fill value
         arr = group[name].with_config({"write_empty_chunks": True})
         k = k.astype(arr.dtype, copy=False)
-        arr[b.rows, b.cols] = k
+        target = direct_target(arr)
+        i, j = b.rows.start // bs, b.cols.start // bs       # the block's chunk
+        if not write_chunk(arr, i, j, k, scratch, target):
+            arr[b.rows, b.cols] = k
         if symmetric and not b.diagonal:
-            arr[b.cols, b.rows] = _transposed(k, scratch)
+            t = _transposed(k, scratch)
+            if not write_chunk(arr, j, i, t, scratch, target):
+                arr[b.cols, b.rows] = t
 
 
 #: rows per strip of :func:`_transposed` (a 512-row strip of a float32 block of 10 000
