@@ -379,7 +379,7 @@ def test_progress_bar(tmp_path, capsys):
 
 
 def test_strip_transpose_is_exact_and_reuses_its_buffer():
-    from widelimit.scale.store import _transposed
+    from widelimit.scale.chunkio import transposed as _transposed
     rng = np.random.default_rng(0)
     scratch = {}
     for shape in ((1100, 700), (513, 1), (3, 2000), (600, 600)):   # several strips, ragged
