@@ -105,8 +105,9 @@ def compute_kernel(kernel_fn: Callable, x1, x2=None, *, out: Union[str, os.PathL
         x1, x2: inputs (tensors or arrays, floating point, first axis = batch).
         out: path of the store (a directory; created).
         get: kernel names to compute and store.
-        block_size: rows and columns of one block (= one Zarr chunk); default: the largest
-            block whose working set (about 10 times its result, the block being written included) fits ``max_memory``.
+        block_size: rows and columns of one block (= one Zarr chunk); default: the fewest
+            about equal blocks whose working set (about 10 times a block's result, the
+            block being written included) fits ``max_memory``.
         max_memory: memory budget of one block (bytes or e.g. ``"4GB"``; default: half of
             the available memory).
         client: a ``dask.distributed.Client`` (or a scheduler address) to compute the
