@@ -153,16 +153,19 @@ def _cli(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
-def test_sigkill_of_the_cli_then_rerun_is_byte_identical(tmp_path):
+@pytest.mark.parametrize("n, bs, dtype", [(240, 20, torch.float64),     # chunks via zarr
+                                         (640, 64, torch.float32)])    # O_DIRECT chunks
+def test_sigkill_of_the_cli_then_rerun_is_byte_identical(tmp_path, n, bs, dtype):
     """`widelimit kernel ... --out K.zarr` killed with SIGKILL after >= 2 finished blocks,
     then run again: the store is byte for byte that of an uninterrupted run."""
-    x = _x(240, d=8)
+    x = _x(n, d=8, dtype=dtype)
     arch, xf, out = tmp_path / "arch.json", tmp_path / "x.npy", tmp_path / "K.zarr"
     arch.write_text(SPEC)
     np.save(xf, x.numpy())
-    args = ["--arch", str(arch), "--x", str(xf), "--out", str(out), "--block-size", "20",
+    args = ["--arch", str(arch), "--x", str(xf), "--out", str(out), "--block-size", str(bs),
             "--no-progress", "-q"]
-    total = 12 * 13 // 2
+    nb = -(-n // bs)
+    total = nb * (nb + 1) // 2
     proc = _cli(args)
     done_dir, n, t0 = out / DONE_DIR, 0, time.monotonic()
     try:
@@ -192,7 +195,7 @@ def test_sigkill_of_the_cli_then_rerun_is_byte_identical(tmp_path):
     assert got.complete and got.blocks_done == total
     assert not [p for p in out.rglob("*") if p.name.endswith(".partial") or
                 p.name.startswith(".tmp-")]
-    ref = wl.compute_kernel(NET.kernel_fn, x, out=tmp_path / "ref.zarr", block_size=20,
+    ref = wl.compute_kernel(NET.kernel_fn, x, out=tmp_path / "ref.zarr", block_size=bs,
                             spec=L.from_json(SPEC).to_json())
     assert _files(out) == _files(ref.path)
 
