@@ -87,6 +87,8 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     if args.scheduler and suffix != ".zarr":
         raise CLIError("--scheduler spreads the blocks of a .zarr store over a cluster; use "
                        "--out K.zarr.")
+    if args.upper_only and suffix != ".zarr":
+        raise CLIError("--upper-only is a layout of .zarr stores; use --out K.zarr.")
     net = load_arch(args.arch)
     x, x2 = _inputs(args)
     out = check_writable(args.out)
@@ -101,7 +103,8 @@ def cmd_kernel(args: argparse.Namespace) -> int:
             store = compute_kernel(net.kernel_fn, x, x2, out=str(out), get=names,
                                    block_size=args.block_size, max_memory=args.max_memory,
                                    client=client, progress=args.progress, spec=net.to_json(),
-                                   overwrite=args.overwrite)
+                                   overwrite=args.overwrite,
+                                   mirror=not args.upper_only)
         finally:
             if client is not None:
                 client.close()
@@ -228,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for the scheduler (default 10)")
     k.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (a .zarr store is otherwise resumed)")
+    k.add_argument("--upper-only", action="store_true",
+                   help="store only the upper block triangle of a kernel of --x with itself "
+                        "(.zarr: half the disk and writes; read it with widelimit.open_kernel)")
     _common(k)
     k.set_defaults(run=cmd_kernel)
 

@@ -9,7 +9,9 @@ Every measurement runs in a fresh subprocess so that its peak RSS is its own:
   before and after the out-of-core runs (their mean is the baseline);
 * ``out_of_core``: ``compute_kernel(net.kernel_fn, x, out=..., get="ntk",
   max_memory=--store-budget)`` for each N in ``--store-n``: wall time, peak RSS (must stay
-  under the budget), entries/s and their ratio to the in-memory rate.
+  under the budget), entries/s and their ratio to the in-memory rate;
+* ``out_of_core_upper`` (``--store-upper``): the same with ``mirror=False`` (only the upper
+  block triangle is stored: half the bytes).
 
 The store lives in a temporary directory (``--store-dir``) and is deleted afterwards
 (N = 60 000 needs 14.4 GB of disk).  ``benchmarks/scale.py`` runs ``run(args)``.
@@ -46,7 +48,8 @@ if mode == "in_memory":
     block = n
 else:
     t0 = time.perf_counter()
-    store = wl.compute_kernel(f, x, out=path, get="ntk", max_memory=budget)
+    store = wl.compute_kernel(f, x, out=path, get="ntk", max_memory=budget,
+                              mirror=(mode != "upper"))
     assert store.complete
     block = store.block_size
     dt = time.perf_counter() - t0
@@ -63,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="N of the in-memory reference (median of 3 calls)")
     g.add_argument("--store-budget", default="4GB", help="max_memory of compute_kernel")
     g.add_argument("--store-dir", default=None, help="where the temporary stores go")
+    g.add_argument("--store-upper", action="store_true",
+                   help="also store only the upper block triangle (mirror=False) for each N")
 
 
 def net():
@@ -92,11 +97,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     budget = parse_memory(args.store_budget)
     refs = [_child("in_memory", args.store_ref_n, args.store_budget, "")]
     rows = []
-    for n in args.store_n:
+    modes = ["out_of_core"] + (["upper"] if getattr(args, "store_upper", False) else [])
+    for n, mode in [(n, m) for n in args.store_n for m in modes]:
         with tempfile.TemporaryDirectory(dir=args.store_dir) as tmp:
-            r = _child("out_of_core", n, args.store_budget, os.path.join(tmp, "K.zarr"))
+            r = _child(mode, n, args.store_budget, os.path.join(tmp, "K.zarr"))
         rate = n ** 2 / r["seconds"]
-        rows.append({"case": "out_of_core", "n": n, "seconds": round(r["seconds"], 1),
+        rows.append({"case": "out_of_core" if mode == "out_of_core" else "out_of_core_upper", "n": n, "seconds": round(r["seconds"], 1),
                      "peak_rss_gb": round(r["peak_rss_bytes"] / 1e9, 2),
                      "budget_gb": round(budget / 1e9, 2),
                      "under_budget": r["peak_rss_bytes"] <= budget,

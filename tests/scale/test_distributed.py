@@ -159,3 +159,14 @@ def test_connect_bad_arguments(cluster):
         connect(8786)
     with pytest.raises(ValueError, match="timeout"):
         connect("tcp://127.0.0.1:1", timeout=0)
+
+
+def test_cluster_upper_triangle_store(cluster, tmp_path):
+    _, client = cluster
+    x = _x()
+    ref = wl.compute_kernel(NET.kernel_fn, x, out=tmp_path / "ref.zarr", block_size=16,
+                            mirror=False)
+    got = wl.compute_kernel(NET.kernel_fn, x, out=tmp_path / "dask.zarr", block_size=16,
+                            mirror=False, client=client)
+    assert got.complete and not got.mirror
+    _same_store(ref, got)

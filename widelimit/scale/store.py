@@ -33,8 +33,10 @@ __all__ = ["compute_kernel", "open_kernel", "KernelStore", "StoreMismatchError"]
 class KernelStore:
     """A kernel on disk written by :func:`compute_kernel` (or opened by :func:`open_kernel`).
 
-    ``store["ntk"]`` is the Zarr array (read any slice of it without loading the rest);
-    :meth:`to_numpy` / :meth:`to_tensor` load a whole kernel into memory."""
+    ``store["ntk"]`` is the Zarr array (read any slice of it without loading the rest), or
+    for a store written with ``mirror=False`` an
+    :class:`~widelimit.scale.symmetric.UpperTriangleKernel` reading the same selections of
+    the full matrix; :meth:`to_numpy` / :meth:`to_tensor` load a whole kernel into memory."""
 
     def __init__(self, path: Union[str, os.PathLike]):
         self.path = os.fspath(path)
@@ -45,6 +47,8 @@ class KernelStore:
         self.dtype = getattr(torch, meta["dtype"])
         self.block_size = int(meta["block_size"])
         self.symmetric = bool(meta["symmetric"])
+        #: whether the arrays hold the full matrix (else only its upper block triangle)
+        self.mirror = bool(meta.get("mirror", True))
         self.spec = meta["spec"]
         self.blocks_total = len(_grid(self.shape, self.block_size, self.symmetric))
 
@@ -61,6 +65,9 @@ class KernelStore:
     def __getitem__(self, name: str):
         if name not in self.names:
             raise KeyError(f"this store holds {self.names}, not {name!r}.")
+        if not self.mirror:
+            from widelimit.scale.symmetric import UpperTriangleKernel
+            return UpperTriangleKernel(self._group[name], self.block_size)
         return self._group[name]
 
     def to_numpy(self, name: str) -> np.ndarray:
@@ -68,7 +75,7 @@ class KernelStore:
         if not self.complete:
             raise ValueError(f"{self.path!r} is incomplete ({self.blocks_done} of "
                              f"{self.blocks_total} blocks): run compute_kernel again to finish.")
-        return np.asarray(self[name][...])
+        return np.asarray(self[name][:, :])
 
     def to_tensor(self, name: str) -> torch.Tensor:
         """The whole kernel ``name`` as an (N1, N2) tensor."""
@@ -89,7 +96,7 @@ def compute_kernel(kernel_fn: Callable, x1, x2=None, *, out: Union[str, os.PathL
                    block_size: Optional[int] = None,
                    max_memory: Union[None, int, float, str] = None, client=None,
                    progress: bool = False, spec: Optional[str] = None,
-                   overwrite: bool = False) -> KernelStore:
+                   overwrite: bool = False, mirror: bool = True) -> KernelStore:
     """Compute ``kernel_fn(x1, x2, get=get)`` block by block into the Zarr store ``out``.
 
     Block ``(i, j)`` is ``kernel_fn(x1[rows_i], x2[cols_j], get=get)``; with ``x2=None``
@@ -117,6 +124,12 @@ def compute_kernel(kernel_fn: Callable, x1, x2=None, *, out: Union[str, os.PathL
         spec: a JSON string describing the architecture, stored and compared on resume;
             default ``kernel_fn.__self__.to_json()`` when available, else its ``repr``.
         overwrite: discard an existing store at ``out`` (made by widelimit) and start afresh.
+        mirror: for ``x2=None``, also write each off-diagonal block's transpose, so the
+            Zarr arrays hold the full matrix (default).  ``mirror=False`` stores only the
+            upper block triangle: half the disk and half the writes; the chunks below the
+            diagonal read as NaN through zarr, and ``store[name]`` is then an
+            :class:`~widelimit.scale.symmetric.UpperTriangleKernel` that reads any
+            selection of the full matrix.
 
     Returns:
         The :class:`KernelStore` at ``out``.
@@ -128,6 +141,8 @@ def compute_kernel(kernel_fn: Callable, x1, x2=None, *, out: Union[str, os.PathL
             ``max_memory`` smaller than one block.
     """
     names = _names(get)
+    if not isinstance(mirror, bool):
+        raise TypeError(f"`mirror` must be True or False, got {mirror!r}.")
     t1 = _as_input(x1, "x1")
     t2 = None if x2 is None else _as_input(x2, "x2")
     if t2 is not None and (t2.shape[1:] != t1.shape[1:] or t2.dtype != t1.dtype):
@@ -148,13 +163,17 @@ def compute_kernel(kernel_fn: Callable, x1, x2=None, *, out: Union[str, os.PathL
         bs = _block_size(block_size, max_memory, shape, len(names), itemsize, dim)
     meta = {"format": FORMAT_VERSION, "spec": _spec(kernel_fn) if spec is None else str(spec),
             "dtype": str(t1.dtype).replace("torch.", ""), "inputs_hash": _hash(t1, t2),
-            "shape": list(shape), "block_size": bs, "get": list(names), "symmetric": symmetric}
+            "shape": list(shape), "block_size": bs, "get": list(names), "symmetric": symmetric,
+            "mirror": mirror or not symmetric}
     existing = _existing(path, old, meta, overwrite)
     done = _done_blocks(path) if existing else set()
     grid = _grid(shape, bs, symmetric)
     pending = [b for b in grid if (b.i, b.j) not in done]
     _check_writable(path)
-    _check_disk(path, shape, itemsize * len(names), len(pending) / max(len(grid), 1))
+    # entries still to write: off-diagonal blocks of a mirrored kernel twice
+    left = sum(_area(b) * (2 if symmetric and meta["mirror"] and not b.diagonal else 1)
+               for b in pending)
+    _check_disk(path, shape, itemsize * len(names), left / (shape[0] * shape[1]))
     own_client = isinstance(client, str)
     if client is not None:      # connect before anything is written
         from widelimit.scale.distributed import connect
@@ -243,7 +262,8 @@ def _write(path: str, b: Block, arrays: Iterable[np.ndarray], symmetric: bool,
     import zarr
     scratch = {} if scratch is None else scratch
     group = zarr.open_group(path, mode="r+")
-    bs = int(group.attrs[_ATTR]["block_size"])
+    meta = group.attrs[_ATTR]
+    bs, mirror = int(meta["block_size"]), bool(meta.get("mirror", True))
     for name, k in zip(group.attrs[_ATTR]["get"], arrays):
         # a block is whole chunks: skip zarr's scan for chunks equal to the fill value
         arr = group[name].with_config({"write_empty_chunks": True})
@@ -252,7 +272,7 @@ def _write(path: str, b: Block, arrays: Iterable[np.ndarray], symmetric: bool,
         i, j = b.rows.start // bs, b.cols.start // bs       # the block's chunk
         if not write_chunk(arr, i, j, k, scratch, target):
             arr[b.rows, b.cols] = k
-        if symmetric and not b.diagonal:
+        if symmetric and mirror and not b.diagonal:
             if not write_chunk(arr, j, i, k, scratch, target, transpose=True):
                 arr[b.cols, b.rows] = transposed(k, scratch)
 
@@ -263,8 +283,12 @@ def _finished(path: str, b: Block, bar, symmetric: bool) -> None:
         bar.update(_entries(b, symmetric))
 
 
+def _area(b: Block) -> int:
+    return (b.rows.stop - b.rows.start) * (b.cols.stop - b.cols.start)
+
+
 def _entries(b: Block, symmetric: bool) -> int:
-    n = (b.rows.stop - b.rows.start) * (b.cols.stop - b.cols.start)
+    n = _area(b)
     return n if not symmetric or b.diagonal else 2 * n
 
 
@@ -286,7 +310,9 @@ def _create(path: str, meta: dict, shape, bs: int, dtype: torch.dtype, overwrite
         shutil.rmtree(path)
     group = zarr.open_group(path, mode="w")
     np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+    # an upper-triangle store: the chunks never written below the diagonal read as NaN
+    fill = 0 if meta.get("mirror", True) else float("nan")
     for name in meta["get"]:
         group.create_array(name, shape=tuple(shape), chunks=(bs, bs), dtype=np_dtype,
-                           fill_value=0, compressors=None)
+                           fill_value=fill, compressors=None)
     group.attrs[_ATTR] = meta

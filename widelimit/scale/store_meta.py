@@ -30,7 +30,10 @@ _ATTR = "widelimit"
 #: the previous block and its transpose while they are written)
 _BLOCK_OVERHEAD = 10
 #: the metadata that must agree for a store to be resumed
-_COMPARED = ("format", "inputs_hash", "spec", "get", "dtype", "block_size", "shape", "symmetric")
+_COMPARED = ("format", "inputs_hash", "spec", "get", "dtype", "block_size", "shape", "symmetric",
+             "mirror")
+#: metadata of stores written before a key existed
+_DEFAULTS = {"mirror": True}
 
 
 class StoreMismatchError(ValueError):
@@ -185,9 +188,9 @@ def _existing(path: str, old: Optional[dict], meta: dict, overwrite: bool) -> bo
     nothing), holds this very kernel to resume (else: create one)."""
     if old is None or overwrite:
         return False
-    differ = [k for k in _COMPARED if old.get(k) != meta[k]]
+    differ = [k for k in _COMPARED if old.get(k, _DEFAULTS.get(k)) != meta[k]]
     if differ:
-        details = "; ".join(f"{k}: stored {old.get(k)!r}, now {meta[k]!r}"
+        details = "; ".join(f"{k}: stored {old.get(k, _DEFAULTS.get(k))!r}, now {meta[k]!r}"
                             for k in differ if k not in ("inputs_hash", "spec")
                             ) or "see above"
         raise StoreMismatchError(
